@@ -14,7 +14,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # keeps the suffix for writers that infer the format
+    tmp = path.with_name(
+        f".{path.stem}.{os.getpid()}.tmp{path.suffix}"
+    )  # keeps the suffix for writers that infer the format
     try:
         yield tmp
         os.replace(tmp, path)

@@ -15,7 +15,12 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-_PRIMITIVES = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_()}
+_PRIMITIVES = {
+    "string": pa.string(),
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "bool": pa.bool_(),
+}
 
 
 def _arrow_type(spec: Any) -> pa.DataType:
@@ -66,7 +71,9 @@ def conform(frame: pl.DataFrame, name: str, *, source: str = "frame") -> pl.Data
     schema = polars_schema(name)
     missing = [c for c in schema if c not in frame.columns]
     if missing:
-        raise ContractError(f"{source}: missing column(s) {', '.join(missing)} of the {name} schema")
+        raise ContractError(
+            f"{source}: missing column(s) {', '.join(missing)} of the {name} schema"
+        )
     casts = []
     for column, dtype in schema.items():
         if frame.schema[column] != dtype:
@@ -81,10 +88,22 @@ def conform(frame: pl.DataFrame, name: str, *, source: str = "frame") -> pl.Data
     return frame.select(*casts, *extra)
 
 
+def to_arrow(frame: pl.DataFrame, name: str, *, source: str = "frame") -> pa.Table:
+    """The frame as an Arrow table with exactly the schema's types, nullability and metadata
+    (polars alone would write large_string and nullable columns); extra columns follow."""
+    table = conform(frame, name, source=source).to_arrow()
+    schema = arrow_schema(name)
+    extra = [table.schema.field(c) for c in table.column_names if c not in schema.names]
+    target = pa.schema(list(schema) + extra, metadata=schema.metadata)
+    return table.cast(target)
+
+
 def write_parquet(frame: pl.DataFrame, path: Path, name: str) -> None:
     """Write a frame that follows schema ``name`` atomically (temp file + rename)."""
+    import pyarrow.parquet as pq
+
     from bgm_batch.atomic import atomic_path
 
-    conformed = conform(frame, name, source=str(path))
+    table = to_arrow(frame, name, source=str(path))
     with atomic_path(Path(path)) as tmp:
-        conformed.write_parquet(tmp)
+        pq.write_table(table, tmp)

@@ -62,5 +62,7 @@ class Registry(Generic[T]):
             factory = self._factories[name]
         except KeyError:
             known = ", ".join(self.names())
-            raise UnknownBackendError(f"unknown {self.kind} backend {name!r}; known: {known}") from None
+            raise UnknownBackendError(
+                f"unknown {self.kind} backend {name!r}; known: {known}"
+            ) from None
         return factory(*args, **kwargs)

@@ -91,7 +91,9 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(
+    config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> Settings:
     """Build the settings: overrides > environment > config file > defaults."""
     file_data = read_config_file(config_file) if config_file else {}
 
