@@ -125,18 +125,19 @@ def _combat_rule_expr(profile: Profile) -> pl.Expr:
     return pl.any_horizontal(hits) if hits else pl.lit(False)
 
 
-def _kept_entries(long: pl.DataFrame, profile: Profile) -> pl.DataFrame:
+def _kept_entries(long: pl.DataFrame, combat_rows: pl.Series, profile: Profile) -> pl.DataFrame:
     """Filter the exploded entries as Algorithm 1 does; adds ``rank`` (group order)."""
     rank = {g.name: i for i, g in enumerate(profile.groups)}
     kept_combat = [rank[g] for g in profile.kept_groups(True)]
     kept_explore = [rank[g] for g in profile.kept_groups(False)]
     drop_zero = [rank[g.name] for g in profile.groups if g.drop_zero]
-    long = long.filter(pl.col("group").is_in(list(rank))).with_columns(
-        pl.col("group").replace_strict(rank, return_dtype=pl.Int32).alias("rank")
-    )
     long = long.filter(
         ~pl.col("label").str.contains(profile.drop_label_substring, literal=True),
-        pl.when(pl.col("combat"))
+        pl.col("group").is_in(list(rank)),
+    ).with_columns(pl.col("group").replace_strict(rank, return_dtype=pl.Int32).alias("rank"))
+    long = long.filter(~(pl.col("rank").is_in(drop_zero) & (pl.col("value") == 0)))
+    long = long.filter(
+        pl.when(pl.col("_row").is_in(combat_rows.implode()))
         .then(pl.col("rank").is_in(kept_combat))
         .otherwise(pl.col("rank").is_in(kept_explore)),
     )
@@ -145,12 +146,41 @@ def _kept_entries(long: pl.DataFrame, profile: Profile) -> pl.DataFrame:
     return long.filter(~(pl.col("rank").is_in(drop_zero) & (pl.col("value") == 0)))
 
 
+def _json_text(long: pl.DataFrame, n_rows: int) -> pl.Series:
+    """Assemble each row's JSON text from its kept entries.
+
+    Entries are put in (row, group rank, file position) order; each contributes one piece of
+    text (an opening ``"Group": {`` when it starts a group, the separator, ``"label": value``),
+    and one string join per row glues them. This avoids a nested group-by per (row, group).
+    """
+    if not long["rank"].diff().fill_null(0).ge(0).all() or not long["_row"].is_sorted():
+        long = long.sort("_row", "rank", "_pos")
+    new_row = pl.col("_row") != pl.col("_row").shift(1)
+    new_group = new_row | (pl.col("rank") != pl.col("rank").shift(1))
+    opening = _json_strings(long["group"]) + ": {"
+    long = long.with_columns(
+        pl.when(new_row.fill_null(True))
+        .then(pl.lit("{") + opening)
+        .when(new_group)
+        .then(pl.lit("}, ") + opening)
+        .otherwise(pl.lit(", "))
+        .alias("prefix"),
+        (_json_strings(long["label"]) + ": " + _format_numbers(long["value"])).alias("entry"),
+    )
+    rows = long.group_by("_row", maintain_order=True).agg(
+        (pl.col("prefix") + pl.col("entry")).str.join("") + "}}"
+    )
+    row_ids = pl.DataFrame({"_row": pl.int_range(n_rows, dtype=pl.UInt32, eager=True)})
+    joined = row_ids.join(rows, on="_row", how="left", maintain_order="left")
+    return joined["prefix"].fill_null("{}").alias("info_str")
+
+
 def characterize(frame: pl.DataFrame, profile: Profile | None = None) -> pl.DataFrame:
     """Algorithm 1 on every row of a recording frame; adds ``combat`` and ``info_str``.
 
     Equal to ``characterize_record`` row by row (property-tested), but vectorised: the
     snapshots are exploded into one long (row, group, label, value) frame, filtered and
-    rounded in bulk, and the JSON text is assembled with string aggregations.
+    rounded in bulk, and the JSON text is assembled with one string aggregation per row.
     """
     profile = profile or load_profile()
     long = (
@@ -159,27 +189,8 @@ def characterize(frame: pl.DataFrame, profile: Profile | None = None) -> pl.Data
         .drop_nulls("snapshot")
         .unnest("snapshot")
         .with_columns(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_pos"))
-        .with_columns(_combat_rule_expr(profile).any().over("_row").alias("combat"))
     )
-    combat_rows = long.filter(pl.col("combat"))["_row"].unique()
-    long = _kept_entries(long, profile)
-    long = long.with_columns(
-        (_json_strings(long["label"]) + ": " + _format_numbers(long["value"])).alias("entry")
-    )
-    groups = (
-        long.sort("_row", "rank", "_pos")
-        .group_by("_row", "rank", "group", maintain_order=True)
-        .agg(pl.col("entry").str.join(", "))
-    )
-    groups = groups.with_columns(
-        (_json_strings(groups["group"]) + ": {" + pl.col("entry") + "}").alias("entry")
-    )
-    rows = groups.group_by("_row", maintain_order=True).agg(
-        ("{" + pl.col("entry").str.join(", ") + "}").alias("info_str")
-    )
-    row_ids = pl.DataFrame({"_row": pl.int_range(frame.height, dtype=pl.UInt32, eager=True)})
-    per_row = row_ids.join(rows, on="_row", how="left", maintain_order="left").select(
-        pl.col("_row").is_in(combat_rows.implode()).alias("combat"),
-        pl.col("info_str").fill_null("{}"),
-    )
-    return frame.with_columns(per_row)
+    combat_rows = long.filter(_combat_rule_expr(profile))["_row"].unique()
+    text = _json_text(_kept_entries(long, combat_rows, profile), frame.height)
+    combat = pl.int_range(frame.height, dtype=pl.UInt32, eager=True).is_in(combat_rows.implode())
+    return frame.with_columns(combat.alias("combat"), text)

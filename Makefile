@@ -1,0 +1,67 @@
+# bgm-batch front door. `make demo` and `make test` work on a fresh Debian machine:
+# they install the system packages (apt-get), a virtual environment with the CPU build of
+# torch, and the package itself, then run.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+APT_PACKAGES := ffmpeg fluidsynth timgm6mb-soundfont wordnet-base wordnet-sense-index
+
+# Prefect quiet, offline, with its database inside the project.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export PREFECT_LOGGING_LEVEL ?= WARNING
+export HF_HUB_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: setup system-deps demo test test-slow test-all lint format bench audiocraft-env test-audiocraft clean
+
+setup: $(VENV)/.installed
+
+system-deps:
+	@if command -v ffmpeg >/dev/null && command -v fluidsynth >/dev/null \
+	   && [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] && [ -f /usr/share/wordnet/data.noun ]; then \
+	  echo "system packages present"; \
+	else \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(APT_PACKAGES); \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(MAKE) system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0  # the CPU build; an unpinned torch pulls a CUDA build
+	$(BIN)/pip install -q -e '.[ml,dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/bgm-batch score data/sample/capture --video data/sample/video.mp4 --out out/demo
+
+test: setup
+	$(BIN)/pytest -q
+
+test-slow: setup
+	$(BIN)/pytest -q -m slow
+
+test-all: setup
+	$(BIN)/pytest -q -m 'slow or not slow'
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check src tests flows bench tools
+
+format: setup
+	$(BIN)/ruff format src tests flows bench tools
+	$(BIN)/ruff check --fix .
+
+bench: setup
+	$(BIN)/python bench/characterize.py
+	$(BIN)/python bench/text.py
+	$(BIN)/python bench/audio.py
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf out .prefect .cache .pytest_cache .ruff_cache .hypothesis
