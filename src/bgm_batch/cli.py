@@ -118,9 +118,80 @@ def _add_characterize(sub: Any) -> None:
     p.add_argument("--profile", default="minecraft", help="game profile name or YAML path")
 
 
+# --- score ---------------------------------------------------------------------------------
+
+
+def _score_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Only the flags the user gave: anything else comes from env, config file, defaults."""
+    text = {"backend": args.text, "model": args.llm, "adapter": args.adapter, "mode": args.mode}
+    audio = {"backend": args.audio, "model": args.music_model}
+    overrides: dict[str, Any] = {
+        "text": {k: v for k, v in text.items() if v is not None},
+        "audio": {k: v for k, v in audio.items() if v is not None},
+    }
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.no_progress:
+        overrides["progress"] = False
+    if args.profile:
+        overrides["profile"] = args.profile
+    return overrides
+
+
+@_command("score")
+def _score(args: argparse.Namespace) -> int:
+    from bgm_batch.prefect_env import configure_prefect
+    from bgm_batch.settings import load_settings
+
+    configure_prefect()
+    from flows.score_session import score_session
+
+    settings = load_settings(args.config, _score_overrides(args))
+    try:
+        report = score_session(
+            args.input, args.out, settings, video=args.video, recording=args.recording
+        )
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    counts = report.counts
+    print(
+        f"rows in: {counts['rows_in']}, accepted: {counts['accepted']}, "
+        f"quarantined: {counts['quarantined']}, rendered: {counts['rendered']}"
+    )
+    print("stage seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in report.timings.items()))
+    print(f"deliverables: {report.out_dir}")
+    if report.scored_video:
+        print(f"scored video: {report.scored_video}")
+    return 0 if counts["rendered"] else _fail("nothing was rendered")
+
+
+def _add_score(sub: Any) -> None:
+    p = sub.add_parser(
+        "score",
+        help="score a recording: music for every window, stitched, muxed under the video",
+        description="Run the whole pipeline on one recording (capture folder or Parquet file). "
+        "Settings come from these flags, then BGM_* environment variables (BGM_TEXT__BACKEND=hf), "
+        "then --config (YAML/TOML), then defaults. Offline defaults: --text template --audio synth.",
+    )
+    p.add_argument("input", type=Path, help="capture folder, capture file or recording Parquet")
+    p.add_argument("--video", type=Path, help="gameplay video to put the music under")
+    p.add_argument("--out", type=Path, required=True, help="output folder for the deliverables")
+    p.add_argument("--recording", help="which recording of a multi-recording input to score")
+    p.add_argument("--text", help="text backend: template (offline, rule-based) or hf")
+    p.add_argument("--llm", help="hf model id or local folder (default Llama-2-7b-chat-hf)")
+    p.add_argument("--adapter", type=Path, help="LoRA adapter folder for the hf backend")
+    p.add_argument("--mode", choices=["two-stage", "direct"], help="generation mode")
+    p.add_argument("--audio", help="audio backend: synth (offline), musicgen or audiocraft")
+    p.add_argument("--music-model", help="MusicGen id or local folder (facebook/musicgen-small)")
+    p.add_argument("--seed", type=int, help="seed for every generator (default 0)")
+    p.add_argument("--profile", help="game profile name or YAML path (default minecraft)")
+    p.add_argument("--config", type=Path, help="YAML or TOML settings file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 # --- entry point ---------------------------------------------------------------------------
 
-_PARSERS = [_add_import_capture, _add_characterize]
+_PARSERS = [_add_import_capture, _add_characterize, _add_score]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,8 @@ import yaml
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
+from bgm_batch.profile import Profile, load_profile
+
 
 class TextSettings(BaseModel):
     """Stage 1 and 2: snapshot -> narrative -> music description."""
@@ -78,6 +80,11 @@ class Settings(BaseSettings):
     text: TextSettings = Field(default_factory=TextSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
     mux: MuxSettings = Field(default_factory=MuxSettings)
+
+    @property
+    def profile_model(self) -> Profile:
+        """The game profile named by ``profile`` (loaded once per process)."""
+        return load_profile(self.profile)
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""The scored-video flow: import -> characterize -> narrate -> plan -> render -> stitch -> mux
+-> export. Each task is one call into one ``bgm_batch`` module; nothing else happens here.
+
+Resuming: the expensive stages keep their own checkpoints, so a killed run started again
+redoes only what was unfinished: generated texts live in the persistent text cache
+(``settings.text.cache_dir``), rendered segments in ``DIR/segments`` (also the stems). The cheap stages
+(import, characterization, stitching) simply run again. Prefect's result cache is not used:
+its inputs would be whole frames and audio, costly to hash and store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from bgm_batch import characterize, deliver, export, ingest, mux, narrate, render, stitch
+from bgm_batch.audio_backends._base import AUDIO_BACKENDS
+from bgm_batch.prompts import prompt_template_hashes
+from bgm_batch.settings import Settings
+from bgm_batch.text_backends._base import TEXT_BACKENDS
+from bgm_batch.transitions import plan_transitions
+
+
+@dataclass
+class ScoreReport:
+    """Where the deliverables are and what the run did."""
+
+    out_dir: Path
+    counts: dict[str, int]
+    timings: dict[str, float] = field(default_factory=dict)
+    scored_video: Path | None = None
+    text_stats: dict[str, float] = field(default_factory=dict)
+
+
+@task(cache_policy=NO_CACHE)
+def load_windows(path: Path, settings: Settings, recording: str | None) -> ingest.IngestResult:
+    return deliver.select_recording(ingest.read_recording(path, settings.profile_model), recording)
+
+
+@task(cache_policy=NO_CACHE)
+def characterize_windows(frame: pl.DataFrame, settings: Settings) -> pl.DataFrame:
+    return characterize.characterize(frame, settings.profile_model)
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def describe_music(frame: pl.DataFrame, settings: Settings) -> tuple[pl.DataFrame, dict, dict]:
+    backend = TEXT_BACKENDS.create(settings.text.backend, settings.text)
+    described, stats = narrate.narrate(
+        frame, backend, settings.text, seed=settings.seed, progress=settings.progress
+    )
+    return described, stats.as_dict(), backend.identity()
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def render_music(frame: pl.DataFrame, settings: Settings, work_dir: Path):
+    backend = AUDIO_BACKENDS.create(settings.audio.backend, settings.audio)
+    result = render.render_segments(
+        frame,
+        backend,
+        settings.audio,
+        seed=settings.seed,
+        work_dir=work_dir,
+        progress=settings.progress,
+    )
+    return result, backend.identity()
+
+
+@task(cache_policy=NO_CACHE)
+def stitch_tracks(frame: pl.DataFrame, rendered, settings: Settings, out_dir: Path):
+    return deliver.stitch_recordings(frame, rendered, settings.audio, out_dir)
+
+
+@task(cache_policy=NO_CACHE)
+def mux_video(video: Path, track: Path, out: Path, settings: Settings, recording_s: float):
+    return mux.mux_video(video, track, out, settings.mux, recording_s=recording_s)
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - started
+
+
+@flow(name="score-session", log_prints=False)
+def score_session(
+    input_path: Path,
+    out_dir: Path,
+    settings: Settings,
+    video: Path | None = None,
+    recording: str | None = None,
+) -> ScoreReport:
+    """Score one recording (or several, without a video) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    timings: dict[str, float] = {}
+    with _timed(timings, "ingest"):
+        loaded = load_windows(Path(input_path), settings, recording)
+    with _timed(timings, "characterize"):
+        frame = characterize_windows(loaded.frame, settings)
+    with _timed(timings, "narrate"):
+        frame, text_stats, text_id = describe_music(frame, settings)
+    with _timed(timings, "plan"):
+        frame = plan_transitions(frame, settings.profile_model)
+    with _timed(timings, "render"):
+        rendered, audio_id = render_music(frame, settings, out_dir / "segments")
+    with _timed(timings, "stitch"):
+        tracks = stitch_tracks(frame, rendered, settings, out_dir)
+    segments = deliver.segments_table(frame, tracks, text_id, audio_id)
+    quarantine = deliver.all_quarantined(loaded, rendered, frame)
+    scored, reports = None, {}
+    if video is not None:
+        with _timed(timings, "mux"):
+            track = tracks.track_paths[segments["recording"][0]]
+            report = mux_video(
+                Path(video), track, out_dir / "scored.mp4", settings, float(segments["end_s"].max())
+            )
+        scored, reports = report.out, {"mux": report.to_json()}
+    counts = deliver.counts(loaded, segments, quarantine, rendered)
+    with _timed(timings, "export"):
+        deliver.write_deliverables(
+            out_dir,
+            segments,
+            quarantine,
+            tracks,
+            manifest=export.build_manifest(
+                settings=settings,
+                text_backend=text_id,
+                audio_backend=audio_id,
+                prompt_templates=prompt_template_hashes(settings.text.prompt_set),
+                inputs=deliver.input_files(Path(input_path), video),
+                timings=timings,
+                counts=counts,
+                reports={"narrate": text_stats, **reports},
+            ),
+        )
+    return ScoreReport(out_dir, counts, timings, scored, text_stats)
