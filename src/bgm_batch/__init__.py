@@ -1,3 +1,3 @@
-"""bgm-batch: adaptive background music for recorded gameplay (the MetaBGM method, offline, in batch)."""
+"""bgm-batch: adaptive background music for recorded gameplay (MetaBGM, offline, in batch)."""
 
 __version__ = "0.1.0"
