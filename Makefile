@@ -38,6 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
+	$(BIN)/python -c 'from bgm_batch.testvideo import ensure_sample_video as make; make("data/sample/video.mp4")'
 	$(BIN)/bgm-batch score data/sample/capture --video data/sample/video.mp4 --out out/demo
 
 test: setup
@@ -65,3 +66,15 @@ bench: setup
 
 clean:
 	rm -rf out .prefect .cache .pytest_cache .ruff_cache .hypothesis
+
+# The audiocraft backend's isolated worker environment (Python 3.11, ~6 GB, not in CI).
+AUDIOCRAFT_PYTHON ?= python3.11
+.venv-audiocraft/.installed: requirements-audiocraft.txt
+	$(AUDIOCRAFT_PYTHON) -m venv .venv-audiocraft
+	.venv-audiocraft/bin/pip install --no-deps -r requirements-audiocraft.txt
+	touch $@
+
+audiocraft-env: .venv-audiocraft/.installed
+
+test-audiocraft: setup audiocraft-env
+	$(BIN)/pytest -m audiocraft tests/test_audiocraft.py -q

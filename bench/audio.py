@@ -4,7 +4,8 @@ One hour of gameplay (360 ten-second windows) wanders through a few scenes (day 
 night forest, a cave, fights); the transition rules plan it, the ``synth`` backend renders
 it into a fresh work folder, a second pass shows the resume path (everything reused), and
 the stitch joins and normalises the track. Prints a table; RTF = audio seconds / wall
-seconds (higher is faster).
+seconds (higher is faster). CPU seconds (all threads) are shown too: on a shared machine
+they are steadier than wall time.
 
     .venv/bin/python bench/audio.py [--windows 360] [--seed 0]
 """
@@ -39,6 +40,22 @@ SCENES = [  # (biome, time, combat, caption a text backend might write)
 ]
 
 
+class Timer:
+    """Wall and CPU seconds of a block, appended to a list of timings."""
+
+    def __init__(self, timings: list, label: str):
+        self.label, self.note = label, ""
+        timings.append(self)
+
+    def __enter__(self) -> Timer:
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self._wall
+        self.cpu = time.process_time() - self._cpu
+
+
 def gameplay(windows: int, seed: int) -> pl.DataFrame:
     """A characterized frame plus captions: scenes held for 3-20 windows, fights 1-4."""
     rng = np.random.default_rng(seed)
@@ -68,27 +85,28 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "work"
         for label in ("render (fresh)", "render (resume, all reused)"):
-            t0 = time.perf_counter()
-            result = render_segments(planned, backend, settings, seed=args.seed, work_dir=work)
-            timings.append((label, time.perf_counter() - t0,
-                            f"{result.rendered} rendered, {result.reused} reused"))
+            with Timer(timings, label) as timer:
+                result = render_segments(planned, backend, settings, seed=args.seed,
+                                         work_dir=work)
+            timer.note = f"{result.rendered} rendered, {result.reused} reused"
         joined = planned.join(result.segments, on=["recording", "index"])
-        t0 = time.perf_counter()
-        stitched = stitch_track(stitch_inputs(joined), settings)
-        timings.append(("stitch (load, crossfade, loudness, true peak, seams)",
-                        time.perf_counter() - t0,
-                        f"{stitched.loudness_lufs:.1f} LUFS, {stitched.true_peak_dbtp:.1f} dBTP"))
-        t0 = time.perf_counter()
-        write_track(Path(tmp) / "track.flac", stitched.audio, stitched.sample_rate)
-        timings.append(("write track.flac", time.perf_counter() - t0, ""))
+        with Timer(timings, "stitch (load, crossfade, loudness, limiter, seams)") as timer:
+            stitched = stitch_track(stitch_inputs(joined), settings)
+        timer.note = f"{stitched.loudness_lufs:.1f} LUFS, {stitched.true_peak_dbtp:.1f} dBTP"
+        with Timer(timings, "write track.flac (24-bit)"):
+            write_track(Path(tmp) / "track.flac", stitched.audio, stitched.sample_rate)
     restarts = planned.filter(pl.col("transition") == "restart").height
     print(f"{args.windows} windows = {audio_s / 60:.0f} min of audio, {restarts} restarts, "
           f"batch_size {settings.batch_size}")
-    print(f"{'step':<55} {'wall s':>8} {'RTF':>8}  note")
-    for label, wall, note in timings:
-        print(f"{label:<55} {wall:8.2f} {audio_s / wall:8.0f}  {note}")
-    total = timings[0][1] + sum(w for label, w, _ in timings[2:])
-    print(f"{'render (fresh) + stitch + write':<55} {total:8.2f} {audio_s / total:8.0f}")
+    print(f"| {'step':<52} | {'wall s':>7} | {'CPU s':>7} | {'RTF':>6} | note")
+    print(f"|{'-' * 54}|{'-' * 9}|{'-' * 9}|{'-' * 8}|------")
+    for t in timings:
+        rtf = audio_s / t.wall
+        print(f"| {t.label:<52} | {t.wall:7.2f} | {t.cpu:7.2f} | {rtf:6.0f} | {t.note}")
+    fresh = [timings[0], *timings[2:]]
+    wall, cpu = sum(t.wall for t in fresh), sum(t.cpu for t in fresh)
+    print(f"| {'render (fresh) + stitch + write':<52} | {wall:7.2f} | {cpu:7.2f} | "
+          f"{audio_s / wall:6.0f} |")
     seams = stitched.seams
     print(f"seams: {seams.height}, median rms ratio {seams['rms_ratio'].median():.2f}, "
           f"max {seams['rms_ratio'].max():.2f}; median flux ratio "

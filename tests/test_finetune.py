@@ -11,12 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
+from test_pairs import characterized  # noqa: E402  (tests/ is on sys.path)
+
 from bgm_batch import finetune as F  # noqa: E402
 from bgm_batch.pairs import make_pairs, read_jsonl, render_prompt  # noqa: E402
 from bgm_batch.settings import TextSettings  # noqa: E402
 from bgm_batch.text_backends._base import TEXT_BACKENDS  # noqa: E402
 from bgm_batch.tiny_llm import build_tiny_llm  # noqa: E402
-from test_pairs import characterized  # noqa: E402  (tests/ is on sys.path)
 
 FAST = dict(epochs=3, learning_rate=1e-2, batch_size=4, grad_accum=1, dropout=0.0,
             warmup_ratio=0.0, device="cpu", max_length=256)
@@ -143,3 +144,22 @@ def test_gradient_accumulation_matches_a_bigger_batch(base, pairs, tokenizer, tm
                         if v.requires_grad})
     for name in weights[0]:
         torch.testing.assert_close(weights[0][name], weights[1][name], rtol=1e-4, atol=1e-5)
+
+
+def test_scores_with_the_adapter_end_to_end(base, trained, tmp_path) -> None:
+    """make-pairs -> finetune -> score: the adapter is a row of the comparison table."""
+    import polars as pl
+
+    from bgm_batch.compare import compare_table
+    from bgm_batch.settings import Settings
+
+    out, _ = trained
+    frame = characterized(1, 2)
+    refs = frame.select("recording", "index", caption=pl.lit("calm piano at 80 BPM in C major"))
+    settings = Settings(text=TextSettings(device="cpu", cache_dir=None,
+                                          narrative_max_new_tokens=12, caption_max_new_tokens=12))
+    table = compare_table(frame, [f"hf:{base}@{out}"], settings, refs, modes=("two-stage",),
+                          embed=False)
+    assert table["model"].to_list() == ["template + Two-Stage Generation",
+                                        "hf:llm + LoRA + Two-Stage Generation"]
+    assert table["adapter"][1] == str(out) and table["n_pairs"].to_list() == [2, 2]

@@ -189,9 +189,226 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+# --- evaluate, compare --------------------------------------------------------------------
+
+
+@_command("evaluate")
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from bgm_batch.evaluate import EvaluationError, evaluate_files
+    from bgm_batch.wordnet import WordNetMissingError
+
+    try:
+        report = evaluate_files(args.pred, args.refs, embed=not args.no_embed)
+    except (EvaluationError, WordNetMissingError) as exc:
+        return _fail(str(exc))
+    for row in report.unmatched.to_dicts():
+        print(f"unmatched: {row}", file=sys.stderr)
+    print(json.dumps(report.to_json_dict()) if args.json else report.to_text())
+    return 0
+
+
+def _add_evaluate(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score music descriptions against reference captions (BLEU-1..4, METEOR, ROUGE-L)",
+        description="Pairs predictions and references by (recording, index). Metrics as the "
+        "paper's tables, 0-100, plus MiniLM embedding cosine. See docs/evaluation.md.",
+    )
+    p.add_argument(
+        "pred", type=Path, help="segments.parquet or CSV/Parquet with recording, index, caption"
+    )
+    p.add_argument(
+        "--refs",
+        type=Path,
+        required=True,
+        help="CSV/Parquet with recording, index, caption (several per window allowed)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-embed", action="store_true", help="skip the embedding score")
+
+
+def _settings_from(args: argparse.Namespace, **extra: Any) -> Any:
+    from bgm_batch.settings import load_settings
+
+    text = {"backend": args.text, "model": args.llm, "adapter": args.adapter}
+    overrides: dict[str, Any] = {"text": {k: v for k, v in text.items() if v is not None}}
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return load_settings(args.config, {**overrides, **extra})
+
+
+def _add_text_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text", help="text backend: template or hf")
+    p.add_argument("--llm", help="hf model id or local folder")
+    p.add_argument("--adapter", type=Path, help="LoRA adapter folder")
+    p.add_argument("--seed", type=int, help="seed (default 0)")
+    p.add_argument("--config", type=Path, help="YAML or TOML settings file")
+
+
+@_command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from bgm_batch.compare import characterized_frame, compare_table, write_table
+    from bgm_batch.evaluate import read_references
+
+    settings = _settings_from(args)
+    frame = characterized_frame(args.recordings, settings.profile_model)
+    table = compare_table(
+        frame,
+        args.backend or [],
+        settings,
+        read_references(args.refs),
+        modes=tuple(args.modes),
+        embed=not args.no_embed,
+        progress=True,
+    )
+    print(write_table(table, args.out, args.markdown))
+    return 0
+
+
+def _add_compare(sub: Any) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="the paper's Table I: direct vs two-stage generation for several text backends",
+        description="Generates captions for the recordings with each backend and mode and scores "
+        "them against the references. The template backend is always a row.",
+    )
+    p.add_argument("recordings", type=Path, nargs="+", help="capture folders or Parquet files")
+    p.add_argument("--refs", type=Path, required=True, help="reference captions")
+    p.add_argument(
+        "--backend",
+        action="append",
+        help="NAME[:MODEL][@ADAPTER], repeatable (e.g. hf:./tiny@./adapter)",
+    )
+    p.add_argument(
+        "--modes", nargs="+", default=["direct", "two-stage"], choices=["direct", "two-stage"]
+    )
+    p.add_argument("--out", type=Path, default=Path("compare.parquet"), help="Parquet table")
+    p.add_argument("--markdown", type=Path, help="also write the markdown table here")
+    p.add_argument("--no-embed", action="store_true", help="skip the embedding score")
+    _add_text_options(p)
+
+
+# --- make-pairs, finetune -------------------------------------------------------------------
+
+
+@_command("make-pairs")
+def _make_pairs(args: argparse.Namespace) -> int:
+    from bgm_batch.compare import characterized_frame
+    from bgm_batch.pairs import PairsError, load_caption_sample, make_pairs
+    from bgm_batch.text_backends._base import TEXT_BACKENDS
+
+    settings = _settings_from(args)
+    teacher = TEXT_BACKENDS.create(settings.text.backend, settings.text)
+    frame = (
+        characterized_frame(args.recordings, settings.profile_model) if args.recordings else None
+    )
+    captions = load_caption_sample().head(args.reverse) if args.reverse else None
+    try:
+        result = make_pairs(
+            args.out_dir,
+            teacher,
+            frame=frame,
+            captions=captions,
+            text_settings=settings.text,
+            seed=settings.seed,
+            val_fraction=args.val_fraction,
+            progress=True,
+        )
+    except PairsError as exc:
+        return _fail(str(exc))
+    print(result.summary())
+    return 0
+
+
+def _add_make_pairs(sub: Any) -> None:
+    p = sub.add_parser(
+        "make-pairs",
+        help="build instruction/input/output JSONL pairs for LoRA fine-tuning",
+        description="(a) scene -> narrative -> music pairs by running a teacher backend over "
+        "recordings; (b) reverse generation from real MusicCaps captions (needs an LLM teacher). "
+        "Deduplicated, split train/validation by recording.",
+    )
+    p.add_argument("out_dir", type=Path, help="folder for train.jsonl and validation.jsonl")
+    p.add_argument("recordings", type=Path, nargs="*", help="capture folders or Parquet files")
+    p.add_argument(
+        "--reverse",
+        type=int,
+        default=0,
+        help="number of bundled MusicCaps captions for reverse generation",
+    )
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    _add_text_options(p)
+
+
+@_command("finetune")
+def _finetune(args: argparse.Namespace) -> int:
+    from bgm_batch.finetune import FinetuneConfig, FinetuneError, finetune
+
+    config = FinetuneConfig(
+        rank=args.rank,
+        alpha=args.alpha,
+        dropout=args.dropout,
+        target_modules=args.target_modules.split(","),
+        epochs=args.epochs,
+        learning_rate=args.lr,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        max_length=args.max_length,
+        save_steps=args.save_steps,
+        gradient_checkpointing=args.gradient_checkpointing,
+        resume=args.resume,
+        device=args.device,
+        seed=args.seed,
+    )
+    try:
+        result = finetune(args.pairs, args.base, args.out, config, validation=args.validation)
+    except FinetuneError as exc:
+        return _fail(str(exc))
+    print(f"adapter: {args.out} ({result})")
+    return 0
+
+
+def _add_finetune(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="LoRA fine-tune a causal LM on make-pairs output (peft)",
+        description="LoRA on the attention projections, loss on the output tokens only, "
+        "gradient accumulation, checkpoints and --resume, validation loss per epoch. The "
+        "adapter loads with `score --text hf --adapter DIR`. See docs/finetune.md.",
+    )
+    p.add_argument("pairs", type=Path, help="train.jsonl (validation.jsonl beside it is used)")
+    p.add_argument("--base", required=True, help="base model hub id or local folder")
+    p.add_argument("--out", type=Path, required=True, help="adapter output folder")
+    p.add_argument("--validation", type=Path, help="validation JSONL (default: beside PAIRS)")
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=int, default=16)
+    p.add_argument("--dropout", type=float, default=0.05)
+    p.add_argument("--target-modules", default="q_proj,k_proj,v_proj,o_proj")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--grad-accum", type=int, default=4)
+    p.add_argument("--max-length", type=int, default=512)
+    p.add_argument("--save-steps", type=int, default=0, help="0: a checkpoint per epoch")
+    p.add_argument("--gradient-checkpointing", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+
+
 # --- entry point ---------------------------------------------------------------------------
 
-_PARSERS = [_add_import_capture, _add_characterize, _add_score]
+_PARSERS = [
+    _add_import_capture,
+    _add_characterize,
+    _add_score,
+    _add_evaluate,
+    _add_compare,
+    _add_make_pairs,
+    _add_finetune,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -306,6 +306,7 @@ def train_lora(
                       target_modules=list(config.target_modules), task_type="CAUSAL_LM")
     peft_model = get_peft_model(model, lora)
     if config.gradient_checkpointing:
+        model.config.use_cache = False  # the KV cache is useless in training and conflicts
         peft_model.gradient_checkpointing_enable()
         peft_model.enable_input_require_grads()
     params = [p for p in peft_model.parameters() if p.requires_grad]
@@ -418,7 +419,7 @@ for scene data -> narrative and narrative -> music description).
 
 ## Use
 
-    bgm-batch score ... --text-backend hf --model {result.base} --adapter <this folder>
+    bgm-batch score ... --text hf --llm {result.base} --adapter <this folder>
 
 or `PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), folder)`.
 Prompts must be built as in training: the record's instruction with its input in the

@@ -112,7 +112,7 @@ def reverse_pairs(
     """``music`` pairs from real captions: the teacher imagines the scene, the caption is the
     output. ``captions`` needs ``ytid`` and ``caption``."""
     if getattr(teacher, "name", "") == "template":
-        raise PairsError("reverse generation needs a language model teacher (--teacher hf); "
+        raise PairsError("reverse generation needs a language model teacher (--text hf); "
                          "the template backend only reads scene data")
     rows = captions.select("ytid", "caption").rows()
     prompts = [REVERSE_PROMPT.replace(PAYLOAD, caption) for _, caption in rows]

@@ -12,7 +12,8 @@ spent in each state, the average count of each hostile type per tick. A window l
 writes them as capture files, ``simulate_frame`` builds recording frames of any size for
 benchmarks by splicing and re-timing windows of one simulated session with numpy.
 ``find_fights`` and ``missing_events`` describe what happens in a recording (the bundled
-sample is chosen with them).
+sample is chosen with them). ``python -m bgm_batch.simulate OUT_DIR --windows N --seed S``
+writes a capture folder.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
 from bgm_batch.atomic import write_text
+from bgm_batch.characterize import is_combat
 from bgm_batch.profile import Profile, load_profile
 
 TICKS_PER_SECOND = 20
@@ -179,22 +182,35 @@ def _chain(draw: float, on: bool, share: float, run: float) -> bool:
     return draw * run * max(1.0 - share, 1e-9) < share
 
 
-@dataclass
-class _Window:
-    """One window's tallies: (group, label, count, kind, dominant) entries in file order.
+class _Entry(NamedTuple):
+    """One label of a window: its count (ticks, hostile-ticks or sampled points) and kind.
 
-    ``dominant`` marks the largest entry of each set of exclusive labels, which absorbs the
-    ticks added or removed when ``simulate_frame`` re-times a window.
+    ``dominant`` marks the largest label of each set of exclusive labels, which absorbs the
+    ticks added or removed when ``simulate_frame`` re-times a window; ``partner`` is the
+    offset from it to the runner-up of its set (0: none), with which it trades a few ticks.
     """
 
+    group: str
+    label: str
+    count: int
+    kind: int
+    dominant: bool = False
+    partner: int = 0
+
+
+@dataclass
+class _Window:
+    """One window's tallies, in file order."""
+
     ticks: int
-    entries: list[tuple[str, str, int, int, bool]]
+    entries: list[_Entry]
 
     def snapshot(self, index: int) -> dict:
         """The window as the mod's file structure."""
         snap: dict = {"Index": index}
-        for group, label, count, kind, _ in self.entries:
-            snap.setdefault(group, {})[label] = _value(count, kind, self.ticks)
+        for entry in self.entries:
+            value = _value(entry.count, entry.kind, self.ticks)
+            snap.setdefault(entry.group, {})[entry.label] = value
         return snap
 
 
@@ -466,20 +482,13 @@ class _Session:
         _tally(counts, hostiles, state, run)
         return _Window(ticks, self._entries(counts, hostiles))
 
-    def _entries(
-        self, counts: list[dict[str, int]], hostiles: dict[str, int]
-    ) -> list[tuple[str, str, int, int, bool]]:
+    def _entries(self, counts: list[dict[str, int]], hostiles: dict[str, int]) -> list[_Entry]:
         entries = []
         for field, group in enumerate(_FIELD_GROUPS):
             if group == "Attacked":
                 entries += _monster_entries(hostiles)
-            tally = counts[field]
-            top = max(tally, key=tally.__getitem__)
-            order = _FIXED_ORDER.get(field, tuple(tally))
-            entries += [
-                (group, lab, tally[lab], _PERCENT, lab == top) for lab in order if lab in tally
-            ]
-        entries.append(("BiomePredict", *self._predict(), _SCORE, False))
+            entries += _share_entries(group, counts[field], _FIXED_ORDER.get(field))
+        entries.append(_Entry("BiomePredict", *self._predict(), _SCORE))
         return entries
 
     def _predict(self) -> tuple[str, int]:
@@ -501,11 +510,23 @@ def _tally(counts: list[dict[str, int]], hostiles: dict[str, int], state: tuple,
         hostiles[name] = hostiles.get(name, 0) + run
 
 
-def _monster_entries(hostiles: dict[str, int]) -> list[tuple[str, str, int, int, bool]]:
+def _share_entries(group: str, tally: dict[str, int], order: Sequence[str] | None) -> list[_Entry]:
+    """One set of exclusive labels, in ``order`` (default: first occurrence)."""
+    labels = [label for label in order or tally if label in tally]
+    ranked = sorted(labels, key=tally.__getitem__, reverse=True)
+    top = labels.index(ranked[0])
+    partner = labels.index(ranked[1]) - top if len(ranked) > 1 else 0
+    return [
+        _Entry(group, label, tally[label], _PERCENT, i == top, partner if i == top else 0)
+        for i, label in enumerate(labels)
+    ]
+
+
+def _monster_entries(hostiles: dict[str, int]) -> list[_Entry]:
     """Every named type (0 when absent, as the mod writes it) and ``sum`` over all hostiles."""
     total = sum(hostiles.values())
     return [
-        ("Monster", name, total if name == "sum" else hostiles.get(name, 0), _AVERAGE, False)
+        _Entry("Monster", name, total if name == "sum" else hostiles.get(name, 0), _AVERAGE)
         for name in MONSTER_TYPES
     ]
 
@@ -561,6 +582,7 @@ class _Pool:
     count: np.ndarray
     kind: np.ndarray
     dominant: np.ndarray
+    partner: np.ndarray
     labels: list[str]
 
     @classmethod
@@ -572,22 +594,31 @@ class _Pool:
         return cls(
             ticks=np.array([w.ticks for w in windows], dtype=np.int64),
             offsets=np.concatenate([[0], np.cumsum(sizes)]),
-            group=np.array([group_code[e[0]] for e in entries], dtype=np.int32),
-            label=np.array([codes.setdefault(e[1], len(codes)) for e in entries], dtype=np.int32),
-            count=np.array([e[2] for e in entries], dtype=np.int64),
-            kind=np.array([e[3] for e in entries], dtype=np.int8),
-            dominant=np.array([e[4] for e in entries], dtype=bool),
+            group=np.array([group_code[e.group] for e in entries], dtype=np.int32),
+            label=np.array([codes.setdefault(e.label, len(codes)) for e in entries], np.int32),
+            count=np.array([e.count for e in entries], dtype=np.int64),
+            kind=np.array([e.kind for e in entries], dtype=np.int8),
+            dominant=np.array([e.dominant for e in entries], dtype=bool),
+            partner=np.array([e.partner for e in entries], dtype=np.int64),
             labels=list(codes),
         )
 
-    def snapshots(self, picks: np.ndarray, shift: np.ndarray) -> pl.Series:
-        """The snapshot column for windows ``picks`` of the pool, each re-timed by ``shift``
-        ticks (the dominant label of every exclusive set absorbs them)."""
+    def snapshots(
+        self, picks: np.ndarray, shift: np.ndarray, retimed: np.ndarray, rng: np.random.Generator
+    ) -> pl.Series:
+        """The snapshot column for windows ``picks`` of the pool. Windows marked ``retimed``
+        gain ``shift`` ticks (the dominant label of every exclusive set absorbs them) and
+        each set's dominant label trades up to 3 ticks with its runner-up."""
         sizes = np.diff(self.offsets)[picks]
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         entry = np.arange(offsets[-1]) + np.repeat(self.offsets[picks] - offsets[:-1], sizes)
         kind = self.kind[entry]
         count = self.count[entry] + np.repeat(shift, sizes) * self.dominant[entry]
+        donors = np.flatnonzero((self.partner[entry] != 0) & np.repeat(retimed, sizes))
+        takers = donors + self.partner[entry[donors]]
+        moved = np.maximum(rng.integers(-3, 4, size=donors.size), 1 - count[takers])
+        count[donors] -= moved  # the runner-up keeps at least one tick
+        count[takers] += moved
         divisor = np.repeat(self.ticks[picks] + shift, sizes).astype(np.float64)
         divisor[kind == _SCORE] = SCORE_SAMPLES
         value = count / divisor * np.array([100.0, 1.0, 100.0])[kind]  # as ``_value`` computes
@@ -642,10 +673,10 @@ def simulate_frame(
     lengths = [len(part) for part in np.array_split(np.arange(n_windows), n_recordings)]
     pool_size = min(max(lengths), pool_windows)
     pool = _Pool.of(_simulate_windows(pool_size, seed, 1000))
-    picks, shifts = zip(
-        *(_recording_picks(pool, number, length, seed) for number, length in enumerate(lengths)),
-        strict=True,
-    )
+    plans = [_recording_picks(pool, number, length, seed) for number, length in enumerate(lengths)]
+    picks = np.concatenate([p for p, _ in plans])
+    shift = np.concatenate([np.zeros(p.size, np.int64) if s is None else s for p, s in plans])
+    retimed = np.repeat([s is not None for _, s in plans], lengths)
     recording = np.repeat(np.arange(n_recordings), lengths)
     index = np.arange(n_windows) - np.repeat(np.cumsum([0, *lengths[:-1]]), lengths)
     frame = pl.DataFrame(
@@ -656,20 +687,21 @@ def simulate_frame(
             "end_s": (index + 1) * WINDOW_SECONDS,
         }
     )
+    snapshots = pool.snapshots(picks, shift, retimed, np.random.default_rng([seed, n_recordings]))
     return frame.with_columns(
-        pl.format("{}-{}.json", "recording", "index").alias("source"),
-        pool.snapshots(np.concatenate(picks), np.concatenate(shifts)),
+        pl.format("{}-{}.json", "recording", "index").alias("source"), snapshots
     )
 
 
 def _recording_picks(
     pool: _Pool, number: int, length: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Pool windows and tick shifts for recording ``number``: the pool itself, unchanged, for
-    a first recording that fits in it; spliced and re-timed stretches otherwise."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Pool windows and tick shifts for recording ``number``: the pool itself, unchanged
+    (shift None), for a first recording that fits in it; spliced, re-timed stretches
+    otherwise."""
     size = pool.ticks.size
     if number == 0 and length <= size:
-        return np.arange(length), np.zeros(length, dtype=np.int64)
+        return np.arange(length), None
     rng = np.random.default_rng([seed, number])
     picks = _block_picks(rng, length, size)
     retimed = (pool.ticks[picks] + rng.integers(-3, 4, size=length)).clip(*TICKS_PER_WINDOW)
@@ -699,8 +731,6 @@ def find_fights(snapshots: Sequence[Mapping], profile: Profile | None = None) ->
 
     The lowest health counts the window after the run too: the last hit lands at its end.
     """
-    from bgm_batch.characterize import is_combat
-
     profile = profile or load_profile()
     combat = [i for i, s in enumerate(snapshots) if is_combat(s, profile)]
     runs: list[list[int]] = []

@@ -23,7 +23,8 @@ music moves itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from math import gcd
@@ -123,45 +124,62 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.vdot(a, b)) / energy if energy > 0 else 0.0
 
 
-def _assemble(audios: list[np.ndarray], starts: list[int], crossfades: list[float],
-              rate: int, nominal: int) -> tuple[np.ndarray, list[int]]:
-    """Sum the segments (sorted by start) with their crossfades; also return each seam's
-    crossfade length in samples (0 where the segments do not overlap)."""
-    total = max(s + a.shape[1] for s, a in zip(starts, audios, strict=True))
+def _prefetched(segments: list[StitchInput], rate: int) -> Iterator[np.ndarray]:
+    """The segments loaded in order, decoding two ahead on threads (libsndfile and the
+    resampler release the GIL), without holding every segment in memory at once."""
+    with ThreadPoolExecutor(2) as pool:
+        queue = deque(pool.submit(_load, s, rate) for s in segments[:3])
+        for following in segments[3:]:
+            yield queue.popleft().result()
+            queue.append(pool.submit(_load, following, rate))
+        while queue:
+            yield queue.popleft().result()
+
+
+def _assemble(segments: list[StitchInput], starts: list[int], rate: int,
+              nominal: int) -> tuple[np.ndarray, list[int]]:
+    """Add the segments (sorted by start) into one track with their crossfades; also return
+    each seam's crossfade length in samples (0 where the segments do not overlap)."""
+    audios = _prefetched(segments, rate)
+    lengths = [_frames(s, rate) for s in segments]
+    total = max(s + n for s, n in zip(starts, lengths, strict=True))
     track = np.zeros((2, total), dtype=np.float32)
     min_fade = round(MIN_FADE_S * rate)
-    fades_in = [0] * len(audios)
-    ends = []  # where each segment is cut, and the length of its fade-out
+    search = round(ZERO_CROSSING_SEARCH_S * rate)
+    fades = [0] * len(segments)  # fade-in of each segment, set by the segment before it
     for i, (start, audio) in enumerate(zip(starts, audios, strict=True)):
         end = start + audio.shape[1]
-        nxt = starts[i + 1] if i + 1 < len(starts) else None
-        if nxt is not None and nxt < end:
-            want = max(round(crossfades[i + 1] * rate), min_fade)
-            cut = min(nxt + want, end, nxt + audios[i + 1].shape[1])
-            search = round(ZERO_CROSSING_SEARCH_S * rate)
-            cut = _zero_crossing(audio, cut - start, max(cut - start - search, nxt - start + 1),
-                                 min(cut - start + search, audio.shape[1])) + start
-            fades_in[i + 1] = cut - nxt
-            ends.append((cut, cut - nxt))
-        else:  # nothing follows closely: fade out over the tail beyond the window
-            ends.append((end, max(end - (start + nominal), min(min_fade, audio.shape[1]))))
-    for i, (start, audio) in enumerate(zip(starts, audios, strict=True)):
-        cut, fade_out = ends[i]
-        piece = audio[:, : cut - start].copy()
-        fade_in = fades_in[i] or min(min_fade, piece.shape[1])
-        if fades_in[i]:  # a seam: shape both sides together
-            previous = track[:, start : start + fade_in]
-            rho = _correlation(previous, piece[:, :fade_in])
-            falling, rising = _fades(fade_in, rho)
-            # the previous segment went in at full gain up to its cut: fade it out now
-            track[:, start : start + fade_in] = previous * falling
+        nxt = starts[i + 1] if i + 1 < len(starts) else end
+        if nxt < end:  # a seam: cut where the crossfade ends, at a zero crossing
+            want = max(round(segments[i + 1].crossfade_s * rate), min_fade)
+            cut = min(nxt + want, end, nxt + lengths[i + 1])
+            cut = start + _zero_crossing(audio, cut - start,
+                                         max(cut - start - search, nxt - start + 1),
+                                         min(cut - start + search, audio.shape[1]))
+            fades[i + 1] = cut - nxt
         else:
-            rising = _fades(fade_in)[1]
-        piece[:, :fade_in] *= rising
-        if i + 1 == len(audios) or not fades_in[i + 1]:
-            piece[:, piece.shape[1] - fade_out :] *= _fades(fade_out)[0]
-        track[:, start:cut] += piece
-    return track, fades_in[1:]
+            cut = end
+        fade = fades[i] or min(min_fade, cut - start)
+        head = track[:, start : start + fade]
+        if fades[i]:  # the previous segment lies here at full gain: crossfade the two
+            falling, rising = _fades(fade, _correlation(head, audio[:, :fade]))
+            head *= falling
+        else:
+            rising = _fades(fade)[1]
+        head += audio[:, :fade] * rising
+        track[:, start + fade : cut] = audio[:, fade : cut - start]  # nothing else is here
+        if i + 1 == len(segments) or not fades[i + 1]:  # nothing follows: fade the tail out
+            fade_out = min(max(end - (start + nominal), min_fade), cut - start)
+            track[:, cut - fade_out : cut] *= _fades(fade_out)[0]
+    return track, fades[1:]
+
+
+def _frames(segment: StitchInput, rate: int) -> int:
+    """A segment's length in samples at ``rate``, without decoding it."""
+    if isinstance(segment.audio, np.ndarray):
+        return round(np.atleast_2d(segment.audio).shape[1] * rate / segment.sample_rate)
+    info = sf.info(segment.audio)
+    return round(info.frames * rate / info.samplerate)
 
 
 def _oversampling_filter() -> np.ndarray:
@@ -257,8 +275,19 @@ def limit(track: np.ndarray, ceiling: float, rate: int) -> None:
         return
     need = np.minimum(1.0, ceiling / np.maximum(level, 1e-12)).astype(np.float32)
     width = 2 * round(LIMITER_WINDOW_S * rate) + 1
-    gain = uniform_filter1d(minimum_filter1d(need, width), width)
-    track *= np.minimum(gain, need)  # float rounding in the average must not overshoot
+    # Only stretches near an over need the filters: blocks holding one, and their neighbours.
+    block = 4 * width
+    flags = np.zeros(-(-need.size // block) + 2, dtype=bool)
+    flags[np.flatnonzero(need < 1.0) // block + 1] = True
+    flags = (flags | np.roll(flags, 1) | np.roll(flags, -1))[1:-1]
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    for first, last in zip(edges[::2] * block, edges[1::2] * block, strict=True):
+        last = min(last, need.size)
+        lo, hi = max(first - 2 * width, 0), min(last + 2 * width, need.size)
+        gain = uniform_filter1d(minimum_filter1d(need[lo:hi], width), width)
+        region = slice(first, last)
+        # min(): float rounding in the moving average must not overshoot a sample's need
+        track[:, region] *= np.minimum(gain[first - lo : last - lo], need[region])
 
 
 def _normalise(track: np.ndarray, rate: int, settings: AudioSettings) -> tuple[float, float,
@@ -322,14 +351,11 @@ def stitch_track(segments: Sequence[StitchInput], settings: AudioSettings) -> St
         raise ValueError("nothing to stitch")
     rate = settings.sample_rate
     order = sorted(range(len(segments)), key=lambda i: segments[i].start_s)
-    with ThreadPoolExecutor(2) as pool:  # decoding FLAC releases the GIL
-        audios = list(pool.map(lambda i: _load(segments[i], rate), order))
     starts = [round(segments[i].start_s * rate) for i in order]
     if starts[0] < 0:
         raise ValueError("a segment starts before the track")
     nominal = round(settings.segment_seconds * rate)
-    track, fades = _assemble(audios, starts, [segments[i].crossfade_s for i in order], rate,
-                             nominal)
+    track, fades = _assemble([segments[i] for i in order], starts, rate, nominal)
     gain_db, loudness, peak = _normalise(track, rate, settings)
     seams = _seam_metrics(track, rate, starts, fades, nominal)
     offsets = [0.0] * len(segments)

@@ -103,7 +103,7 @@ def resolve_device(device: str) -> str:
 
 
 def _model_dtype(device: str) -> Any:
-    """float32 on CPU; bf16 on GPUs that support it, else fp16."""
+    """float32 on CPU; bf16 on GPUs that support it (T5 overflows less than in fp16), else fp16."""
     import torch
 
     if not device.startswith("cuda"):
@@ -141,6 +141,9 @@ class MusicgenBackend:
         self.model = MusicgenForConditionalGeneration.from_pretrained(
             settings.model, dtype=self.dtype
         ).to(self.device)
+        # EnCodec runs once per call (prompt in, codes out) and its LSTM has no half-precision
+        # kernels everywhere: keep it in float32; only the text encoder and decoder go half.
+        self.model.audio_encoder.float()
         self.model.eval()
         self.processor = AutoProcessor.from_pretrained(settings.model)
         audio_config = self.model.config.audio_encoder
@@ -233,8 +236,6 @@ class MusicgenBackend:
                 )
             )
         inputs = {key: value.to(self.device) for key, value in inputs.items()}
-        if "input_values" in inputs:
-            inputs["input_values"] = inputs["input_values"].to(self.dtype)
         generators = [
             torch.Generator(device=self.device).manual_seed(int(r.seed)) for r in requests
         ]

@@ -41,7 +41,7 @@ from bgm_batch.compose import DRUM_CHANNEL, Arrangement, Note, arrange, parse_ca
 from bgm_batch.settings import AudioSettings
 
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
-COMPOSER_REVISION = "1"  # bump when compose.py or the mix below changes the sound
+COMPOSER_REVISION = "2"  # bump when compose.py or the mix below changes the sound
 BLOCK = 64  # FluidSynth renders in 64-sample blocks; notes start on block boundaries
 MAX_RELEASE_S = 2.0
 SILENCE = 1e-3  # -60 dB below its peak: where a cached note's release is cut
@@ -49,12 +49,22 @@ CACHE_BYTES = 256 * 2**20  # the note cache forgets the least recently used note
 ROLE_GAIN = {"lead": 0.8, "harmony": 0.55, "pad": 0.38, "bass": 0.9, "drums": 0.75,
              "stinger": 0.8}
 MASTER_GAIN = 1.2
+# Quiet music is played up and intense music down (dB = 6 - 8 * intensity), as a game mix
+# would: a calm scene sits about 4 dB under a fight, not 10, so the normalised track keeps
+# its fights under the true-peak ceiling without heavy limiting.
+LEVEL_DB = (6.0, -8.0)
 REVERB_SECONDS = 1.6
 REVERB_WET = 0.22
 
 
 class _FluidSynth:
-    """One FluidSynth instance (not thread-safe: one per thread) sharing a loaded SoundFont."""
+    """Plays single notes with FluidSynth from one loaded SoundFont (one per thread).
+
+    Each note gets a brand-new synth that borrows the loaded SoundFont: FluidSynth reuses
+    voice objects, and a reused voice carries a trace of its last note (differences around
+    1e-5), which would make a note's samples depend on what was played before it. A synth
+    without reverb and chorus costs a fraction of a millisecond to make.
+    """
 
     _lib: ctypes.CDLL | None = None
 
@@ -73,7 +83,11 @@ class _FluidSynth:
                 "fluid_settings_setnum": (i, [p, s, ctypes.c_double]),
                 "fluid_settings_setint": (i, [p, s, i]),
                 "new_fluid_synth": (p, [p]),
+                "delete_fluid_synth": (None, [p]),
                 "fluid_synth_sfload": (i, [p, s, i]),
+                "fluid_synth_get_sfont_by_id": (p, [p, i]),
+                "fluid_synth_add_sfont": (i, [p, p]),
+                "fluid_synth_remove_sfont": (i, [p, p]),
                 "fluid_synth_program_select": (i, [p, i, i, i, i]),
                 "fluid_synth_noteon": (i, [p, i, i, i]),
                 "fluid_synth_noteoff": (i, [p, i, i]),
@@ -93,43 +107,53 @@ class _FluidSynth:
         lib = self.library()
         self._settings = lib.new_fluid_settings()
         lib.fluid_settings_setnum(self._settings, b"synth.sample-rate", float(sample_rate))
-        lib.fluid_settings_setint(self._settings, b"synth.reverb.active", 0)
-        lib.fluid_settings_setint(self._settings, b"synth.chorus.active", 0)
         lib.fluid_settings_setnum(self._settings, b"synth.gain", 1.0)
-        self._synth = lib.new_fluid_synth(self._settings)
-        self._sfont = lib.fluid_synth_sfload(self._synth, str(soundfont).encode(), 1)
-        if self._sfont < 0:
+        for name, value in ((b"synth.reverb.active", 0), (b"synth.chorus.active", 0),
+                            (b"synth.polyphony", 32)):
+            lib.fluid_settings_setint(self._settings, name, value)
+        self._owner = lib.new_fluid_synth(self._settings)  # holds the loaded SoundFont
+        sfont_id = lib.fluid_synth_sfload(self._owner, str(soundfont).encode(), 1)
+        if sfont_id < 0:
             raise OSError(f"FluidSynth could not load the SoundFont {soundfont}")
+        self._sfont = lib.fluid_synth_get_sfont_by_id(self._owner, sfont_id)
         self.sample_rate = sample_rate
 
-    def _write(self, frames: int) -> np.ndarray:
+    @staticmethod
+    def _write(synth: int, frames: int) -> np.ndarray:
         out = np.zeros((2, frames), dtype=np.float32)
-        self.library().fluid_synth_write_float(
-            self._synth, frames, out[0].ctypes.data, 0, 1, out[1].ctypes.data, 0, 1)
+        _FluidSynth.library().fluid_synth_write_float(
+            synth, frames, out[0].ctypes.data, 0, 1, out[1].ctypes.data, 0, 1)
         return out
 
     def play(self, note: Note) -> np.ndarray:
         """One note alone, from silence to the end of its release, float32 (2, n)."""
         lib = self.library()
-        drums = note.channel == DRUM_CHANNEL
-        lib.fluid_synth_program_select(self._synth, 0, self._sfont, 128 if drums else 0,
-                                       note.program)
-        lib.fluid_synth_noteon(self._synth, 0, note.pitch, note.velocity)
-        held = max(BLOCK, -(-round(note.duration * self.sample_rate) // BLOCK) * BLOCK)
-        chunks = [self._write(held)]
-        lib.fluid_synth_noteoff(self._synth, 0, note.pitch)
-        block = 64 * BLOCK
-        for _ in range(int(MAX_RELEASE_S * self.sample_rate) // block):
-            if lib.fluid_synth_get_active_voice_count(self._synth) == 0:
-                break
-            chunks.append(self._write(block))
-        while lib.fluid_synth_get_active_voice_count(self._synth):  # cut a long release
-            lib.fluid_synth_noteoff(self._synth, 0, note.pitch)
-            self._write(block)
+        synth = lib.new_fluid_synth(self._settings)
+        try:
+            sfont_id = lib.fluid_synth_add_sfont(synth, self._sfont)
+            drums = note.channel == DRUM_CHANNEL
+            lib.fluid_synth_program_select(synth, 0, sfont_id, 128 if drums else 0,
+                                           note.program)
+            lib.fluid_synth_noteon(synth, 0, note.pitch, note.velocity)
+            held = max(BLOCK, -(-round(note.duration * self.sample_rate) // BLOCK) * BLOCK)
+            chunks = [self._write(synth, held)]
+            lib.fluid_synth_noteoff(synth, 0, note.pitch)
+            block = 64 * BLOCK
+            for _ in range(int(MAX_RELEASE_S * self.sample_rate) // block):
+                if lib.fluid_synth_get_active_voice_count(synth) == 0:
+                    break
+                chunks.append(self._write(synth, block))
+        finally:
+            lib.fluid_synth_remove_sfont(synth, self._sfont)
+            lib.delete_fluid_synth(synth)
         audio = np.concatenate(chunks, axis=1)
         level = np.abs(audio).max(axis=0)
         loud = np.flatnonzero(level > SILENCE * level.max(initial=0.0))
-        return audio[:, : (loud[-1] + 1 if loud.size else 0)]
+        end = loud[-1] + 1 if loud.size else 0
+        fade = min(end, round(0.01 * self.sample_rate))  # a release cut short must not click
+        audio = audio[:, :end]
+        audio[:, end - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+        return audio
 
 
 class _NoteCache:
@@ -197,7 +221,7 @@ class SynthBackend:
         """The procedural offline synthesiser: composer revision, FluidSynth, SoundFont."""
         digest = hashlib.sha256(self.soundfont.read_bytes()).hexdigest()[:16]
         version = _FluidSynth.library().fluid_version_str().decode()
-        return {"name": "synth", "model": f"procedural composer + FluidSynth {version}",
+        return {"backend": self.name, "model": f"procedural composer + FluidSynth {version}",
                 "revision": f"compose-{COMPOSER_REVISION}/{self.soundfont.name}@{digest}"}
 
     def render(self, requests: Sequence[SegmentRequest]) -> list[RenderedSegment]:
@@ -213,7 +237,8 @@ class SynthBackend:
         prev = request.prev_state if request.transition == "continue" else None
         arrangement = arrange(params, request.duration_s, hop, request.seed, prev_state=prev,
                               stinger=request.stinger)
-        audio = self._mix(arrangement, round(request.duration_s * self.sample_rate))
+        level = 10 ** ((LEVEL_DB[0] + LEVEL_DB[1] * params.intensity) / 20)
+        audio = self._mix(arrangement, round(request.duration_s * self.sample_rate), level)
         return RenderedSegment(audio=audio, sample_rate=self.sample_rate,
                                state=arrangement.state, midi=to_midi(arrangement))
 
@@ -229,8 +254,8 @@ class SynthBackend:
             self._notes.put(key, audio)
         return audio
 
-    def _mix(self, arrangement: Arrangement, frames: int) -> np.ndarray:
-        """Sum the cached notes at their onsets, add the reverb, apply the master gain."""
+    def _mix(self, arrangement: Arrangement, frames: int, level: float) -> np.ndarray:
+        """Sum the cached notes at their onsets, add the reverb, apply the gain."""
         dry = np.zeros((2, frames), dtype=np.float32)
         for note in arrangement.notes:
             start = round(note.start * self.sample_rate)
@@ -238,7 +263,7 @@ class SynthBackend:
             audio = self._note(note)[:, skip : skip + frames - start]
             dry[:, start : start + audio.shape[1]] += audio
         wet = self._reverb(dry.mean(axis=0))
-        mix = (dry + np.float32(REVERB_WET) * wet) * np.float32(MASTER_GAIN)
+        mix = (dry + np.float32(REVERB_WET) * wet) * np.float32(MASTER_GAIN * level)
         return np.clip(mix, -1.0, 1.0)
 
     def _reverb(self, send: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 A text backend turns prompts into completions. Stage logic (which prompt, post-processing,
 caching, deduplication) lives in ``bgm_batch.narrate``; a backend only generates.
-Backend modules in this package register a factory ``factory(settings: TextSettings, seed: int)``
+Backend modules in this package register a factory ``factory(settings: TextSettings)``
 with ``@TEXT_BACKENDS.register("name")`` and import heavy libraries lazily.
 """
 
