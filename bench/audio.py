@@ -107,10 +107,13 @@ def main() -> None:
     wall, cpu = sum(t.wall for t in fresh), sum(t.cpu for t in fresh)
     print(f"| {'render (fresh) + stitch + write':<52} | {wall:7.2f} | {cpu:7.2f} | "
           f"{audio_s / wall:6.0f} |")
-    seams = stitched.seams
-    print(f"seams: {seams.height}, median rms ratio {seams['rms_ratio'].median():.2f}, "
-          f"max {seams['rms_ratio'].max():.2f}; median flux ratio "
-          f"{seams['flux_ratio'].median():.2f}, max {seams['flux_ratio'].max():.2f}")
+    seams = stitched.seams.with_columns(transition=joined["transition"][1:])
+    print("\n| seams | count | RMS-jump ratio median / max | flux ratio median / max |")
+    print("|-------|-------|-----------------------------|-------------------------|")
+    for (kind,), part in sorted(seams.group_by("transition")):
+        print(f"| {kind} | {part.height} | {part['rms_ratio'].median():.2f} / "
+              f"{part['rms_ratio'].max():.2f} | {part['flux_ratio'].median():.2f} / "
+              f"{part['flux_ratio'].max():.2f} |")
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ def main() -> None:
         raise SystemExit(f"outputs differ at row {bad}: {looped[bad]!r} != {vectorised[bad]!r}")
 
     print(
-        f"{args.windows:,} windows, {entries:,} snapshot entries (data prepared in {prepare_s:.1f} s)"
+        f"{args.windows:,} windows, {entries:,} snapshot entries "
+        f"(data prepared in {prepare_s:.1f} s)"
     )
     print("| path | seconds | windows/s | speed-up |")
     print("| --- | ---: | ---: | ---: |")

@@ -61,8 +61,9 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=360)
     args = parser.parse_args()
     settings = load_settings(overrides={"progress": False, "text": {"cache_dir": None}})
-    from flows.score_session import score_session
     from prefect import flow
+
+    from flows.score_session import score_session
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -89,7 +90,8 @@ def main() -> None:
         print(f"| {stage} | {seconds:.2f} | {report.timings.get(stage, float('nan')):.2f} |")
     print(f"| **end to end** | **{plain_s:.2f}** | **{flow_s:.2f}** (incl. export) |")
     print(
-        f"Prefect overhead once its server is up: {flow_s - plain_s - report.timings['export']:+.2f} s "
+        "Prefect overhead once its server is up: "
+        f"{flow_s - plain_s - report.timings['export']:+.2f} s "
         f"({(flow_s - report.timings['export']) / plain_s - 1:+.1%})"
     )
     print(f"Prefect temporary server start-up (first flow run of the process): {server_s:.1f} s")

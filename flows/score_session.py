@@ -3,9 +3,9 @@
 
 Resuming: the expensive stages keep their own checkpoints, so a killed run started again
 redoes only what was unfinished: generated texts live in the persistent text cache
-(``settings.text.cache_dir``), rendered segments in ``DIR/segments`` (also the stems). The cheap stages
-(import, characterization, stitching) simply run again. Prefect's result cache is not used:
-its inputs would be whole frames and audio, costly to hash and store.
+(``settings.text.cache_dir``), rendered segments in ``DIR/segments`` (also the stems).
+The cheap stages (import, characterization, stitching) simply run again. Prefect's result
+cache is not used: its inputs would be whole frames and audio, costly to hash and store.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from bgm_batch import characterize, deliver, export, ingest, mux, narrate, render, stitch
+from bgm_batch import characterize, deliver, export, ingest, mux, narrate, render
 from bgm_batch.audio_backends._base import AUDIO_BACKENDS
 from bgm_batch.prompts import prompt_template_hashes
 from bgm_batch.settings import Settings

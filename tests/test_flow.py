@@ -15,12 +15,13 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from conftest import REPO, subprocess_env
 
 from bgm_batch.cli import main
 from bgm_batch.contract import arrow_schema
 from bgm_batch.mux import probe_audio_duration, probe_media
+from bgm_batch.render import AUDIO_SUFFIX
 from bgm_batch.testvideo import make_test_video
-from conftest import REPO, subprocess_env
 
 SAMPLE = REPO / "data" / "sample" / "capture"
 
@@ -59,7 +60,7 @@ def test_score_makes_every_deliverable(prefect_api, isolated_cache, tmp_path, sh
 
     track, rate = sf.read(out / "track.flac")
     assert rate == 48000 and track.shape[1] == 2 and abs(len(track) / rate - 120.0) < 1.5
-    stems = sorted((out / "segments").rglob("*.flac"))
+    stems = sorted((out / "segments").rglob(f"*{AUDIO_SUFFIX}"))
     assert len(stems) == 11 and len(list((out / "segments").rglob("*.mid"))) == 11
 
     timeline = otio.adapters.read_from_file(str(out / "timeline.otio"))

@@ -135,6 +135,15 @@ def test_a_failing_row_is_reported_and_its_successor_restarts(tmp_path):
     assert {"a/1", "b/1"} <= {r.key for batch in spy.batches for r in batch}
 
 
+def test_a_failing_row_alone_in_its_batch_is_reported_too(tmp_path):
+    """Step 0 of recording a is alone when batch_size is 1: it must not crash the run."""
+    spy = Spy(fail_on="a/0")
+    settings = SETTINGS.model_copy(update={"batch_size": 1})
+    result = render_segments(FRAME, spy, settings, seed=1, work_dir=tmp_path)
+    assert result.failures["index"].to_list() == [0]
+    assert result.rendered == 6
+
+
 KILLED_RUN = """
 import sys
 from pathlib import Path

@@ -57,11 +57,14 @@ def test_equal_power_seams_keep_the_level_for_unrelated_and_for_identical_audio(
 
 
 def test_loudness_target_and_true_peak_ceiling():
-    quiet = [StitchInput(noise(2.5, i, level=0.01), 2.0 * i, 0.5, RATE) for i in range(3)]
-    result = stitch_track(quiet, SETTINGS)
+    quiet = [noise(2.5, i, level=0.01) for i in range(3)]
+    quiet[1][:, RATE : RATE + 2400 : 100] = 0.2  # spikes the limiter must catch
+    result = stitch_track([StitchInput(a, 2.0 * i, 0.5, RATE) for i, a in enumerate(quiet)],
+                          SETTINGS)
     measured = pyloudnorm.Meter(RATE).integrated_loudness(result.audio.T)
     assert measured == pytest.approx(-16.0, abs=0.3)
-    assert result.loudness_lufs == pytest.approx(measured, abs=0.01)
+    assert result.loudness_lufs == pytest.approx(measured, abs=0.01)  # after limiting too
+    assert result.gain_db > 0
     assert result.true_peak_dbtp <= -1.0 + 1e-6
     assert 20 * np.log10(true_peak(result.audio)) <= -1.0 + 1e-4
 
@@ -83,7 +86,7 @@ def test_the_limiter_caps_peaks_and_leaves_the_rest():
     assert np.abs(audio).max() <= 0.5 + 1e-6
     assert np.array_equal(audio[:, 2 * RATE :], before[:, 2 * RATE :])  # far from the spike
     untouched = before.copy()
-    limit(untouched, 1.0, RATE)
+    assert limit(untouched, 1.0, RATE) == []
     assert np.array_equal(untouched, before)
 
 

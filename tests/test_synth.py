@@ -73,7 +73,7 @@ def test_real_output_is_music_at_the_requested_tempo(synth, caption, bpm):
 def test_calm_and_combat_differ_where_they_should(synth):
     calm, combat = (synth.render([request(c)])[0].audio for c in (CALM, COMBAT))
     meter = pyloudnorm.Meter(48000)
-    assert meter.integrated_loudness(combat.T) > meter.integrated_loudness(calm.T) + 3.0
+    assert meter.integrated_loudness(combat.T) > meter.integrated_loudness(calm.T) + 1.5
 
     def brightness(audio):
         spectrum = np.abs(np.fft.rfft(audio.mean(axis=0)))

@@ -171,7 +171,8 @@ def _add_score(sub: Any) -> None:
         help="score a recording: music for every window, stitched, muxed under the video",
         description="Run the whole pipeline on one recording (capture folder or Parquet file). "
         "Settings come from these flags, then BGM_* environment variables (BGM_TEXT__BACKEND=hf), "
-        "then --config (YAML/TOML), then defaults. Offline defaults: --text template --audio synth.",
+        "then --config (YAML/TOML), then defaults. "
+        "Offline defaults: --text template --audio synth.",
     )
     p.add_argument("input", type=Path, help="capture folder, capture file or recording Parquet")
     p.add_argument("--video", type=Path, help="gameplay video to put the music under")

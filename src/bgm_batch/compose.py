@@ -240,7 +240,7 @@ class _Writer:
         self.notes: list[Note] = []
 
     def add(self, role: str, beat: float, beats: float, pitch: int, velocity: float) -> None:
-        """A note at global ``beat`` lasting ``beats``; the part before the segment is cut."""
+        """A note at global ``beat`` lasting ``beats`` (one begun earlier sounds on)."""
         stop = beat + beats
         if stop <= self.start or beat >= self.end:
             return
@@ -417,9 +417,11 @@ def to_midi(arrangement: Arrangement) -> bytes:
         track.append(mido.MetaMessage("track_name", name=notes[0].role))
         if channel != DRUM_CHANNEL:
             track.append(mido.Message("program_change", channel=channel, program=notes[0].program))
+        # a held-over note (skip > 0) may end within its first tick: never before it starts
         events = sorted(
             [(times(n.start), 1, n.pitch, n.velocity) for n in notes]
-            + [(times(n.start + n.duration - n.skip), 0, n.pitch, 0) for n in notes])
+            + [(max(times(n.start), times(n.start + n.duration - n.skip)), 0, n.pitch, 0)
+               for n in notes])
         last = 0
         for tick, is_on, pitch, velocity in events:
             kind = "note_on" if is_on else "note_off"

@@ -200,9 +200,9 @@ def _render_batch(backend: AudioBackend,
             raise RuntimeError(f"backend returned {len(results)} results for "
                                f"{len(requests)} requests")
         return results
-    except Exception:
+    except Exception as error:
         if len(requests) == 1:
-            raise
+            return [error]
     singles: list[RenderedSegment | Exception] = []
     for request in requests:
         try:

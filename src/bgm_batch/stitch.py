@@ -10,7 +10,7 @@ fade is shorter than ``MIN_FADE_S``: even a hard cut does not click. A segment w
 neighbour overlapping it fades in and out over its own tail.
 
 Then the whole track is loudness-normalised to ``target_lufs`` (EBU R128 / BS.1770
-integrated loudness with pyloudnorm's filters), a look-ahead limiter holds the sample peaks
+integrated loudness with pyloudnorm's filters, vectorised), a look-ahead limiter holds the peaks
 just under ``true_peak_dbtp``, and a last gain trim catches any inter-sample peak left (true
 peak, 4x oversampled as in BS.1770 annex 2). Limiting lowers the loudness a little; the
 ``StitchResult`` reports the loudness and true peak the track really has.
@@ -191,6 +191,19 @@ def _oversampling_filter() -> np.ndarray:
                                            window=("kaiser", 8.0))
 
 
+def _block_peaks(audio: np.ndarray, block: int) -> np.ndarray:
+    """Largest absolute sample of each ``block`` samples (last block partial), chunk by
+    chunk so that an hour of audio needs no full-size temporary."""
+    n = audio.shape[1]
+    chunk = block * 256
+    peaks = []
+    for start in range(0, n, chunk):
+        part = np.abs(audio[:, start : start + chunk]).max(axis=0)
+        pad = -part.size % block
+        peaks.append(np.pad(part, (0, pad)).reshape(-1, block).max(axis=1))
+    return np.concatenate(peaks) if peaks else np.zeros(0, dtype=np.float32)
+
+
 def true_peak(audio: np.ndarray, block: int = 4800) -> float:
     """Largest absolute value of the 4x oversampled signal (linear).
 
@@ -205,13 +218,10 @@ def true_peak(audio: np.ndarray, block: int = 4800) -> float:
                 for p in range(TRUE_PEAK_OVERSAMPLING))
     pad = len(h) // TRUE_PEAK_OVERSAMPLING + 1
     n = audio.shape[1]
-    count = -(-n // block)
-    padded = np.zeros((audio.shape[0], count * block), dtype=np.float32)
-    padded[:, :n] = np.abs(audio)
-    peaks = padded.reshape(audio.shape[0], count, block).max(axis=(0, 2))
+    peaks = _block_peaks(audio, block)
     neighbourhood = np.maximum(peaks, np.maximum(np.roll(peaks, 1), np.roll(peaks, -1)))
     best = float(peaks.max(initial=0.0))
-    for b in np.argsort(-peaks):
+    for b in np.argsort(-neighbourhood, kind="stable"):
         if neighbourhood[b] * bound <= best:
             break
         lo, hi = max(b * block - pad, 0), min((b + 1) * block + pad, n)
@@ -220,92 +230,131 @@ def true_peak(audio: np.ndarray, block: int = 4800) -> float:
     return best
 
 
-def integrated_loudness(audio: np.ndarray, rate: int) -> float:
-    """BS.1770-4 integrated loudness (LUFS) of (channels, n) audio: pyloudnorm's K-weighting
-    filters and its gating (400 ms blocks every 100 ms, -70 LUFS absolute and -10 LU relative
-    gates), vectorised. pyloudnorm's own meter loops over the blocks in Python, which takes
-    longer than the rest of the stitch on an hour of audio; tests check that both agree."""
-    import pyloudnorm
-    from scipy.signal import sosfilt
+class _Loudness:
+    """BS.1770-4 integrated loudness from K-weighted energies per 100 ms hop, which can be
+    rescaled (a gain) and partly recomputed (after limiting a few stretches) without
+    filtering the whole track again. pyloudnorm's K-weighting filters and gating; pyloudnorm's
+    own meter loops over the blocks in Python, slower than the rest of the stitch on an hour
+    of audio. Tests check that both agree."""
 
-    stages = list(pyloudnorm.Meter(rate)._filters.values())  # K-weighting: shelf, high-pass
-    sos = np.array([np.concatenate([stage.b, stage.a]) for stage in stages])
-    gain = float(np.prod([stage.passband_gain for stage in stages]))
-    hop = round(LOUDNESS_HOP_S * rate)
-    usable = audio.shape[1] // hop * hop
-    chunk = hop * 600
+    WARM_UP_S = 0.5  # filter history recomputed ahead of a stretch (K-weighting settles in ms)
 
-    def hop_energy(channel: np.ndarray) -> np.ndarray:
-        state = np.zeros((len(sos), 2))
-        energies = []
-        for start in range(0, usable, chunk):
-            weighted, state = sosfilt(sos, channel[start : min(start + chunk, usable)], zi=state)
-            energies.append(np.square(gain * weighted).reshape(-1, hop).sum(axis=1))
-        return np.concatenate(energies) if energies else np.zeros(0)
+    def __init__(self, audio: np.ndarray, rate: int):
+        import pyloudnorm
 
-    with ThreadPoolExecutor(2) as pool:  # sosfilt releases the GIL
-        hops = np.array(list(pool.map(hop_energy, audio)))
-    per_block = round(LOUDNESS_BLOCK_S / LOUDNESS_HOP_S)
-    if hops.shape[1] < per_block:
-        return float("-inf")
-    window = np.lib.stride_tricks.sliding_window_view(hops, per_block, axis=1)
-    z = window.sum(axis=2) / (per_block * hop)  # mean square per channel and block
-    with np.errstate(divide="ignore"):
-        block_loudness = -0.691 + 10 * np.log10(z.sum(axis=0))
-        gated = block_loudness >= -70.0
-        if not gated.any():
+        stages = list(pyloudnorm.Meter(rate)._filters.values())  # shelf, then high-pass
+        self._sos = np.array([np.concatenate([stage.b, stage.a]) for stage in stages])
+        self._gain = float(np.prod([stage.passband_gain for stage in stages]))
+        self.hop = round(LOUDNESS_HOP_S * rate)
+        self.rate = rate
+        self.hops = self._energies(audio, 0, audio.shape[1] // self.hop)
+
+    def _energies(self, audio: np.ndarray, first: int, last: int) -> np.ndarray:
+        """K-weighted energy of hops [first, last) per channel; filters start at rest
+        ``WARM_UP_S`` earlier (or at the track start)."""
+        from scipy.signal import sosfilt
+
+        begin = max(first * self.hop - round(self.WARM_UP_S * self.rate), 0)
+        stop = last * self.hop
+        chunk = self.hop * 600
+
+        def channel(samples: np.ndarray) -> np.ndarray:
+            state = np.zeros((len(self._sos), 2))
+            out = []
+            for start in range(begin, stop, chunk):
+                piece, state = sosfilt(self._sos, samples[start : min(start + chunk, stop)],
+                                       zi=state)
+                out.append(np.square(self._gain * piece))
+            weighted = np.concatenate(out)[first * self.hop - begin :]
+            return weighted.reshape(-1, self.hop).sum(axis=1)
+
+        if last <= first:
+            return np.zeros((audio.shape[0], 0))
+        with ThreadPoolExecutor(2) as pool:  # sosfilt releases the GIL
+            return np.array(list(pool.map(channel, audio)))
+
+    def update(self, audio: np.ndarray, first_sample: int, last_sample: int) -> None:
+        """Recompute the hops touching samples [first_sample, last_sample)."""
+        first = first_sample // self.hop
+        last = min(-(-last_sample // self.hop), self.hops.shape[1])
+        self.hops[:, first:last] = self._energies(audio, first, last)
+
+    def lufs(self) -> float:
+        """Integrated loudness: 400 ms blocks every 100 ms, gated at -70 LUFS and -10 LU."""
+        per_block = round(LOUDNESS_BLOCK_S / LOUDNESS_HOP_S)
+        if self.hops.shape[1] < per_block:
             return float("-inf")
-        relative = -0.691 + 10 * np.log10(z[:, gated].mean(axis=1).sum()) - 10.0
-        gated &= block_loudness > relative
-        return float(-0.691 + 10 * np.log10(z[:, gated].mean(axis=1).sum()))
+        window = np.lib.stride_tricks.sliding_window_view(self.hops, per_block, axis=1)
+        z = window.sum(axis=2) / (per_block * self.hop)  # mean square per channel and block
+        with np.errstate(divide="ignore"):
+            block_loudness = -0.691 + 10 * np.log10(z.sum(axis=0))
+            gated = block_loudness >= -70.0
+            if not gated.any():
+                return float("-inf")
+            relative = -0.691 + 10 * np.log10(z[:, gated].mean(axis=1).sum()) - 10.0
+            gated &= block_loudness > relative
+            return float(-0.691 + 10 * np.log10(z[:, gated].mean(axis=1).sum()))
 
 
-def limit(track: np.ndarray, ceiling: float, rate: int) -> None:
+def integrated_loudness(audio: np.ndarray, rate: int) -> float:
+    """BS.1770-4 integrated loudness (LUFS) of (channels, n) audio."""
+    return _Loudness(audio, rate).lufs()
+
+
+def limit(track: np.ndarray, ceiling: float, rate: int) -> list[tuple[int, int]]:
     """Look-ahead peak limiter, in place: no sample ends above ``ceiling`` (linear).
+    Returns the stretches (first, last sample) it changed.
 
     The gain each sample needs is held over +-``LIMITER_WINDOW_S`` (a running minimum) and
     then smoothed with a moving average of the same width: the average of values that are
     all at most a sample's own need stays at most that need, so peaks are caught exactly,
-    while the gain glides down ahead of them and back up after.
+    while the gain glides down ahead of them and back up after. Only blocks holding an over,
+    and their neighbours, are filtered.
     """
     from scipy.ndimage import minimum_filter1d, uniform_filter1d
 
-    level = np.abs(track).max(axis=0)
-    if level.max(initial=0.0) <= ceiling:
-        return
-    need = np.minimum(1.0, ceiling / np.maximum(level, 1e-12)).astype(np.float32)
     width = 2 * round(LIMITER_WINDOW_S * rate) + 1
-    # Only stretches near an over need the filters: blocks holding one, and their neighbours.
     block = 4 * width
-    flags = np.zeros(-(-need.size // block) + 2, dtype=bool)
-    flags[np.flatnonzero(need < 1.0) // block + 1] = True
+    over = _block_peaks(track, block) > ceiling
+    flags = np.concatenate([[False], over, [False]])
     flags = (flags | np.roll(flags, 1) | np.roll(flags, -1))[1:-1]
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
+    n = track.shape[1]
+    stretches = []
     for first, last in zip(edges[::2] * block, edges[1::2] * block, strict=True):
-        last = min(last, need.size)
-        lo, hi = max(first - 2 * width, 0), min(last + 2 * width, need.size)
-        gain = uniform_filter1d(minimum_filter1d(need[lo:hi], width), width)
-        region = slice(first, last)
+        last = min(last, n)
+        lo, hi = max(first - 2 * width, 0), min(last + 2 * width, n)
+        level = np.abs(track[:, lo:hi]).max(axis=0)
+        need = np.minimum(1.0, ceiling / np.maximum(level, 1e-12)).astype(np.float32)
+        gain = uniform_filter1d(minimum_filter1d(need, width), width)
+        inner = slice(first - lo, last - lo)
         # min(): float rounding in the moving average must not overshoot a sample's need
-        track[:, region] *= np.minimum(gain[first - lo : last - lo], need[region])
+        track[:, first:last] *= np.minimum(gain[inner], need[inner])
+        stretches.append((first, last))
+    return stretches
 
 
 def _normalise(track: np.ndarray, rate: int, settings: AudioSettings) -> tuple[float, float,
                                                                                  float]:
     """Scale and limit ``track`` in place; returns (gain dB, loudness LUFS, true peak dBTP)."""
-    loudness = integrated_loudness(track, rate)
+    meter = _Loudness(track, rate)
+    loudness = meter.lufs()
     if not np.isfinite(loudness):  # silence: nothing to normalise
         return 0.0, float(loudness), float("-inf")
     gain_db = settings.target_lufs - loudness
     track *= np.float32(10 ** (gain_db / 20))
+    meter.hops *= 10 ** (gain_db / 10)
     ceiling = 10 ** ((settings.true_peak_dbtp - LIMITER_MARGIN_DB) / 20)
-    limit(track, ceiling, rate)
+    for first, last in limit(track, ceiling, rate):
+        meter.update(track, first, last)
     peak_db = 20 * np.log10(max(true_peak(track), 1e-12))
     if peak_db > settings.true_peak_dbtp:  # an inter-sample peak the limiter could not see
         trim = settings.true_peak_dbtp - peak_db
         track *= np.float32(10 ** (trim / 20))
+        meter.hops *= 10 ** (trim / 10)
+        gain_db += trim
         peak_db += trim
-    return float(gain_db), integrated_loudness(track, rate), float(peak_db)
+    return float(gain_db), meter.lufs(), float(peak_db)
 
 
 def _frame_stats(mono: np.ndarray) -> tuple[float, float]:
