@@ -182,3 +182,16 @@ def test_descriptors_come_from_the_shipped_musiccaps_vocabulary():
     assert any(re.search(rf"\b{re.escape(m)}\b", caption.lower()) for m in moods)
     notice = (resources.files("bgm_batch") / "resources" / "ATTRIBUTION.md").read_text()
     assert "CC BY-SA 4.0" in notice and "MusicCaps" in notice
+
+
+def test_one_scene_keeps_its_key_and_tempo_while_wording_varies() -> None:
+    """Calm windows of one scene differ in detail; their captions must not modulate."""
+    windows = [dict(EXPLORE, Motion={"Sprinting": share}) for share in (3.5, 12.0, 27.09, 41.0)]
+    captions = [BACKEND.complete(direct_prompt(json.dumps(w)), seed=0) for w in windows]
+    assert len({KEY.search(c).groups() for c in captions}) == 1
+    assert len({BPM.search(c).group(1) for c in captions}) == 1
+    assert len(set(captions)) > 1
+    night = dict(EXPLORE, Time={"Night": 100.0})
+    other = BACKEND.complete(direct_prompt(json.dumps(night)), seed=0)
+    assert (KEY.search(other).groups(), BPM.search(other).group(1)) != (
+        KEY.search(captions[0]).groups(), BPM.search(captions[0]).group(1))

@@ -416,10 +416,16 @@ CAPTION_FORMS = (
 )
 
 
-def compose_caption(sound: Sound, rng: random.Random) -> str:
-    """A composer's description of ``sound`` in at most 20 words, tempo and key explicit."""
+def compose_caption(sound: Sound, rng: random.Random, scene_rng: random.Random) -> str:
+    """A composer's description of ``sound`` in at most 20 words, tempo and key explicit.
+
+    Tempo and key come from ``scene_rng`` (seeded by the sound, i.e. the scene and its flags),
+    wording from ``rng``: windows of one scene are described differently but keep one key and
+    tempo, so the music does not modulate every ten seconds.
+    """
     vocab = vocabulary()
-    bpm = rng.randint(*sound.bpm)
+    bpm = scene_rng.randint(*sound.bpm)
+    key = f"{scene_rng.choice(TONICS)} {sound.mode}"
     tempo_tag = "slow" if bpm < 80 else "medium" if bpm < 116 else "fast"
     mood1 = _weighted(rng, vocab["moods"][sound.moods[0]], set())
     mood2 = _weighted(rng, vocab["moods"][sound.moods[min(1, len(sound.moods) - 1)]], {mood1})
@@ -429,7 +435,6 @@ def compose_caption(sound: Sound, rng: random.Random) -> str:
     others = [tag for tag in sound.instruments[:4] if tag != lead]
     tags = [lead] if sound.sparse else [lead, rng.choice(others)]
     form = rng.choice(CAPTION_FORMS)
-    key = f"{rng.choice(TONICS)} {sound.mode}"
     for short in (False, True):
         inst = " and ".join(_instrument(rng, tag, sound.textures, short) for tag in tags)
         caption = form.format(
@@ -448,6 +453,13 @@ def compose_caption(sound: Sound, rng: random.Random) -> str:
 def _rng(seed: int, kind: str, payload: str) -> random.Random:
     digest = hashlib.sha256(f"{seed}\x00{kind}\x00{payload}".encode()).digest()
     return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _sound_key(sound: Sound) -> str:
+    """A stable text for a sound (frozenset order varies between processes)."""
+    return "|".join([str(sound.bpm), sound.mode, ",".join(sound.moods),
+                     ",".join(sound.instruments), ",".join(sorted(sound.textures)), sound.style,
+                     str(sound.sparse)])
 
 
 def _info(payload: str) -> dict[str, dict[str, float]]:
@@ -474,7 +486,8 @@ class TemplateTextBackend:
         if kind == "narrative":
             return narrate_info(_info(payload), rng)
         cues = cues_from_text(payload) if kind == "caption" else cues_from_info(_info(payload))
-        return compose_caption(sound_for(cues), rng)
+        sound = sound_for(cues)
+        return compose_caption(sound, rng, _rng(seed, "scene", _sound_key(sound)))
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, seed: int) -> list[str]:
         """Completions in prompt order; ``max_new_tokens`` is moot, the word limits are built in."""
