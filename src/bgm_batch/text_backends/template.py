@@ -419,12 +419,14 @@ CAPTION_FORMS = (
 def compose_caption(sound: Sound, rng: random.Random, scene_rng: random.Random) -> str:
     """A composer's description of ``sound`` in at most 20 words, tempo and key explicit.
 
-    Tempo and key come from ``scene_rng`` (seeded by the sound, i.e. the scene and its flags),
-    wording from ``rng``: windows of one scene are described differently but keep one key and
-    tempo, so the music does not modulate every ten seconds.
+    Tonic and the place of the tempo within the sound's range come from ``scene_rng`` (seeded
+    by the scene alone), wording from ``rng``: windows of one scene are described differently
+    but keep their key, and flags (night, rain, sprinting) only shift tempo and mode, so the
+    music does not modulate every ten seconds.
     """
     vocab = vocabulary()
-    bpm = scene_rng.randint(*sound.bpm)
+    low, high = sound.bpm
+    bpm = round(low + scene_rng.random() * (high - low))
     key = f"{scene_rng.choice(TONICS)} {sound.mode}"
     tempo_tag = "slow" if bpm < 80 else "medium" if bpm < 116 else "fast"
     mood1 = _weighted(rng, vocab["moods"][sound.moods[0]], set())
@@ -455,13 +457,6 @@ def _rng(seed: int, kind: str, payload: str) -> random.Random:
     return random.Random(int.from_bytes(digest[:8], "big"))
 
 
-def _sound_key(sound: Sound) -> str:
-    """A stable text for a sound (frozenset order varies between processes)."""
-    return "|".join([str(sound.bpm), sound.mode, ",".join(sound.moods),
-                     ",".join(sound.instruments), ",".join(sorted(sound.textures)), sound.style,
-                     str(sound.sparse)])
-
-
 def _info(payload: str) -> dict[str, dict[str, float]]:
     data = json.loads(payload)
     if not isinstance(data, dict):
@@ -486,8 +481,8 @@ class TemplateTextBackend:
         if kind == "narrative":
             return narrate_info(_info(payload), rng)
         cues = cues_from_text(payload) if kind == "caption" else cues_from_info(_info(payload))
-        sound = sound_for(cues)
-        return compose_caption(sound, rng, _rng(seed, "scene", _sound_key(sound)))
+        scene = cues.scene + ("+combat" if "combat" in cues.flags else "")
+        return compose_caption(sound_for(cues), rng, _rng(seed, "scene", scene))
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, seed: int) -> list[str]:
         """Completions in prompt order; ``max_new_tokens`` is moot, the word limits are built in."""
