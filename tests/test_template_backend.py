@@ -55,7 +55,7 @@ def test_registered_and_clearly_named():
     backend = TEXT_BACKENDS.create("template", TextSettings())
     assert isinstance(backend, TextBackend)
     assert backend.identity()["backend"] == "template"
-    assert backend.identity()["model"] == "rule-based-template-v1"
+    assert backend.identity()["model"] == "rule-based-template-v2"
 
 
 # Every retained group leaves a recognisable trace in the narrative.

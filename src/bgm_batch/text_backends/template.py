@@ -32,7 +32,7 @@ from bgm_batch.prompts import parse_prompt
 from bgm_batch.settings import TextSettings
 from bgm_batch.text_backends._base import TEXT_BACKENDS
 
-MODEL_NAME = "rule-based-template-v1"
+MODEL_NAME = "rule-based-template-v2"  # bump when the rules change: it keys the text cache
 NARRATIVE_MAX_WORDS = 50
 CAPTION_MAX_WORDS = 20
 MIN_BPM, MAX_BPM = 50, 180
