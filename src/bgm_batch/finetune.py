@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 
 from bgm_batch.atomic import write_text
 from bgm_batch.pairs import read_jsonl, render_prompt
+from bgm_batch.text_backends.hf import encode_prompt
 
 IGNORE = -100
 CHECKPOINTS = "checkpoints"
@@ -111,16 +112,6 @@ class FinetuneResult:
 # --- data ------------------------------------------------------------------------------------
 
 
-def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of a prompt as the ``hf`` backend sends it (chat template, generation prompt)."""
-    if tokenizer.chat_template:
-        text = tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-        )
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(prompt)["input_ids"]
-
-
 def answer_ids(tokenizer: Any, prompt: str, answer: str) -> list[int]:
     """Token ids of the answer turn: what the chat template puts after the prompt (ending in
     EOS), or ``" answer</s>"`` for a tokenizer without a template."""
@@ -145,7 +136,7 @@ def encode_records(
     examples = []
     for record in records:
         prompt = render_prompt(record)
-        head = prompt_ids(tokenizer, prompt)
+        head = encode_prompt(tokenizer, prompt)
         answer = answer_ids(tokenizer, prompt, record["output"])
         ids = (head + answer)[:max_length]
         labels = ([IGNORE] * len(head) + answer)[:max_length]

@@ -79,6 +79,18 @@ def _row_sampler(generators: list, temperature: float, top_p: float):
     return RowSampler()
 
 
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a prompt as the backend sends it: one user turn in the chat template with
+    the generation prompt, or the raw prompt for a tokenizer without a template. Fine-tuning
+    encodes its examples with this too, so training and inference see the same tokens."""
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+        )
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt)["input_ids"]
+
+
 class HFTextBackend:
     """Batched generation with a loaded causal LM and its tokenizer (see module docstring)."""
 
@@ -145,12 +157,7 @@ class HFTextBackend:
 
     def encode(self, prompt: str) -> list[int]:
         """Token ids of one prompt inside the chat template (raw prompt without a template)."""
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
-            )
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self.tokenizer(prompt)["input_ids"]
+        return encode_prompt(self.tokenizer, prompt)
 
     def plan_batches(self, lengths: Sequence[int], max_new_tokens: int) -> list[list[int]]:
         """Prompt indices grouped longest first, each batch's padded tokens (rows x (longest
