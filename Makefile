@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python -c 'from bgm_batch.testvideo import ensure_sample_video as make; make("data/sample/video.mp4")'
+	$(BIN)/python -c 'from bgm_batch.testing.testvideo import ensure_sample_video as make; make("data/sample/video.mp4")'
 	$(BIN)/bgm-batch score data/sample/capture --video data/sample/video.mp4 --out out/demo
 
 test: setup
@@ -77,4 +77,4 @@ AUDIOCRAFT_PYTHON ?= python3.11
 audiocraft-env: .venv-audiocraft/.installed
 
 test-audiocraft: setup audiocraft-env
-	$(BIN)/pytest -m audiocraft tests/test_audiocraft.py -q
+	$(BIN)/pytest -m audiocraft tests/audio/test_audiocraft.py -q

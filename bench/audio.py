@@ -21,22 +21,39 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from bgm_batch.audio_backends._base import AUDIO_BACKENDS
-from bgm_batch.profile import load_profile
-from bgm_batch.render import render_segments
+from bgm_batch.audio.protocol import AUDIO_BACKENDS
+from bgm_batch.data.game_profile import load_profile
 from bgm_batch.settings import AudioSettings
-from bgm_batch.stitch import stitch_inputs, stitch_track, write_track
-from bgm_batch.transitions import plan_transitions
+from bgm_batch.stages.render import render_segments
+from bgm_batch.stages.stitch import stitch_inputs, stitch_track, write_track
+from bgm_batch.stages.transitions import plan_transitions
 
 SCENES = [  # (biome, time, combat, caption a text backend might write)
-    ("Plains", "Day", False, "Gentle and peaceful music with a soft piano melody, flute and "
-     "warm strings, calm and relaxing."),
-    ("Forest", "Night", False, "Dark mysterious ambient music, slow and eerie, with soft pads "
-     "and a lonely clarinet."),
-    ("Cave", "Night", False, "Echoing cave music, mysterious and cold, with bells and a low "
-     "contrabass."),
-    ("Plains", "Day", True, "Intense fast battle music with pounding drums, brass and "
-     "strings, urgent and aggressive."),
+    (
+        "Plains",
+        "Day",
+        False,
+        "Gentle and peaceful music with a soft piano melody, flute and "
+        "warm strings, calm and relaxing.",
+    ),
+    (
+        "Forest",
+        "Night",
+        False,
+        "Dark mysterious ambient music, slow and eerie, with soft pads and a lonely clarinet.",
+    ),
+    (
+        "Cave",
+        "Night",
+        False,
+        "Echoing cave music, mysterious and cold, with bells and a low contrabass.",
+    ),
+    (
+        "Plains",
+        "Day",
+        True,
+        "Intense fast battle music with pounding drums, brass and strings, urgent and aggressive.",
+    ),
 ]
 
 
@@ -64,10 +81,20 @@ def gameplay(windows: int, seed: int) -> pl.DataFrame:
         scene = int(rng.choice([s for s in range(len(SCENES)) if s != scene]))
         biome, time_of_day, combat, caption = SCENES[scene]
         for _ in range(int(rng.integers(1, 5) if combat else rng.integers(3, 21))):
-            info = {"Biome": {biome: 100.0}} if combat else {
-                "Biome": {biome: 100.0}, "Time": {time_of_day: 100.0}}
-            rows.append({"recording": "bench", "index": len(rows), "combat": combat,
-                         "info_str": json.dumps(info), "caption": caption})
+            info = (
+                {"Biome": {biome: 100.0}}
+                if combat
+                else {"Biome": {biome: 100.0}, "Time": {time_of_day: 100.0}}
+            )
+            rows.append(
+                {
+                    "recording": "bench",
+                    "index": len(rows),
+                    "combat": combat,
+                    "info_str": json.dumps(info),
+                    "caption": caption,
+                }
+            )
     frame = pl.DataFrame(rows[:windows])
     return frame.with_columns(start_s=pl.col("index") * 10.0, end_s=pl.col("index") * 10.0 + 10)
 
@@ -86,8 +113,7 @@ def main() -> None:
         work = Path(tmp) / "work"
         for label in ("render (fresh)", "render (resume, all reused)"):
             with Timer(timings, label) as timer:
-                result = render_segments(planned, backend, settings, seed=args.seed,
-                                         work_dir=work)
+                result = render_segments(planned, backend, settings, seed=args.seed, work_dir=work)
             timer.note = f"{result.rendered} rendered, {result.reused} reused"
         joined = planned.join(result.segments, on=["recording", "index"])
         with Timer(timings, "stitch (load, crossfade, loudness, limiter, seams)") as timer:
@@ -96,8 +122,10 @@ def main() -> None:
         with Timer(timings, "write track.flac (24-bit)"):
             write_track(Path(tmp) / "track.flac", stitched.audio, stitched.sample_rate)
     restarts = planned.filter(pl.col("transition") == "restart").height
-    print(f"{args.windows} windows = {audio_s / 60:.0f} min of audio, {restarts} restarts, "
-          f"batch_size {settings.batch_size}")
+    print(
+        f"{args.windows} windows = {audio_s / 60:.0f} min of audio, {restarts} restarts, "
+        f"batch_size {settings.batch_size}"
+    )
     print(f"| {'step':<52} | {'wall s':>7} | {'CPU s':>7} | {'RTF':>6} | note")
     print(f"|{'-' * 54}|{'-' * 9}|{'-' * 9}|{'-' * 8}|------")
     for t in timings:
@@ -105,15 +133,19 @@ def main() -> None:
         print(f"| {t.label:<52} | {t.wall:7.2f} | {t.cpu:7.2f} | {rtf:6.0f} | {t.note}")
     fresh = [timings[0], *timings[2:]]
     wall, cpu = sum(t.wall for t in fresh), sum(t.cpu for t in fresh)
-    print(f"| {'render (fresh) + stitch + write':<52} | {wall:7.2f} | {cpu:7.2f} | "
-          f"{audio_s / wall:6.0f} |")
+    print(
+        f"| {'render (fresh) + stitch + write':<52} | {wall:7.2f} | {cpu:7.2f} | "
+        f"{audio_s / wall:6.0f} |"
+    )
     seams = stitched.seams.with_columns(transition=joined["transition"][1:])
     print("\n| seams | count | RMS-jump ratio median / max | flux ratio median / max |")
     print("|-------|-------|-----------------------------|-------------------------|")
     for (kind,), part in sorted(seams.group_by("transition")):
-        print(f"| {kind} | {part.height} | {part['rms_ratio'].median():.2f} / "
-              f"{part['rms_ratio'].max():.2f} | {part['flux_ratio'].median():.2f} / "
-              f"{part['flux_ratio'].max():.2f} |")
+        print(
+            f"| {kind} | {part.height} | {part['rms_ratio'].median():.2f} / "
+            f"{part['rms_ratio'].max():.2f} | {part['flux_ratio'].median():.2f} / "
+            f"{part['flux_ratio'].max():.2f} |"
+        )
 
 
 if __name__ == "__main__":

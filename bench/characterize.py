@@ -9,9 +9,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from bgm_batch.characterize import characterize, characterize_record, info_str, snapshot_to_record
-from bgm_batch.profile import load_profile
-from bgm_batch.simulate import simulate_frame
+from bgm_batch.data.game_profile import load_profile
+from bgm_batch.stages.characterize import (
+    characterize,
+    characterize_record,
+    info_str,
+    snapshot_to_record,
+)
+from bgm_batch.testing.simulate import simulate_frame
 
 CHUNK = 50_000
 

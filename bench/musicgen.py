@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bgm_batch.audio_backends._base import AUDIO_BACKENDS, SegmentRequest
+from bgm_batch.audio.protocol import AUDIO_BACKENDS, SegmentRequest
 from bgm_batch.settings import AudioSettings
-from bgm_batch.tiny_musicgen import ARCHITECTURES, build_musicgen
+from bgm_batch.testing.tiny_musicgen import ARCHITECTURES, build_musicgen
 
 CAPTIONS = ("calm ambient piano night", "epic battle drums strings", "mysterious cave synth")
 

@@ -17,13 +17,14 @@ from bgm_batch.prefect_env import configure_prefect
 
 configure_prefect()
 
-from bgm_batch import characterize, deliver, ingest, narrate, render  # noqa: E402
-from bgm_batch.audio_backends._base import AUDIO_BACKENDS  # noqa: E402
-from bgm_batch.contract import write_parquet  # noqa: E402
+from bgm_batch.audio.protocol import AUDIO_BACKENDS  # noqa: E402
+from bgm_batch.data import ingest  # noqa: E402
+from bgm_batch.data.contract import write_parquet  # noqa: E402
 from bgm_batch.settings import load_settings  # noqa: E402
-from bgm_batch.simulate import simulate_frame  # noqa: E402
-from bgm_batch.text_backends._base import TEXT_BACKENDS  # noqa: E402
-from bgm_batch.transitions import plan_transitions  # noqa: E402
+from bgm_batch.stages import characterize, deliver, narrate, render  # noqa: E402
+from bgm_batch.stages.transitions import plan_transitions  # noqa: E402
+from bgm_batch.testing.simulate import simulate_frame  # noqa: E402
+from bgm_batch.text.protocol import TEXT_BACKENDS  # noqa: E402
 
 
 def direct(path: Path, out: Path, settings) -> dict[str, float]:
@@ -61,9 +62,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=360)
     args = parser.parse_args()
     settings = load_settings(overrides={"progress": False, "text": {"cache_dir": None}})
+    from bgm_batch.flows.score_session import score_session
     from prefect import flow
-
-    from flows.score_session import score_session
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

@@ -20,12 +20,13 @@ import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from bgm_batch import characterize, deliver, export, ingest, mux, narrate, render
-from bgm_batch.audio_backends._base import AUDIO_BACKENDS
-from bgm_batch.prompts import prompt_template_hashes
+from bgm_batch.audio.protocol import AUDIO_BACKENDS
+from bgm_batch.data import ingest
 from bgm_batch.settings import Settings
-from bgm_batch.text_backends._base import TEXT_BACKENDS
-from bgm_batch.transitions import plan_transitions
+from bgm_batch.stages import characterize, deliver, export, mux, narrate, render
+from bgm_batch.stages.transitions import plan_transitions
+from bgm_batch.text.prompts import prompt_template_hashes
+from bgm_batch.text.protocol import TEXT_BACKENDS
 
 
 @dataclass

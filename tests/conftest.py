@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from bgm_batch.prefect_env import configure_prefect
@@ -35,3 +37,28 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def subprocess_env(api_url: str, **extra: str) -> dict[str, str]:
     """Environment for a CLI subprocess that reuses the session's Prefect server."""
     return {**os.environ, "PREFECT_API_URL": api_url, **extra}
+
+
+BIOMES = ["Plains", "Desert", "Forest", "Snowy Taiga", "Ocean", "Jungle"]
+
+
+def characterized(n_recordings: int = 3, per_recording: int = 4) -> pl.DataFrame:
+    """A characterized frame built by hand: distinct snapshots, one recording per biome."""
+    rows = []
+    for r in range(n_recordings):
+        for i in range(per_recording):
+            info = {
+                "Biome": {BIOMES[r % len(BIOMES)]: 100.0},
+                "Time": {("Day", "Night", "Sunset", "Sunrise")[i % 4]: 100.0},
+            }
+            rows.append(
+                {
+                    "recording": f"rec{r}",
+                    "index": i,
+                    "start_s": 10.0 * i,
+                    "end_s": 10.0 * i + 10,
+                    "combat": False,
+                    "info_str": json.dumps(info),
+                }
+            )
+    return pl.DataFrame(rows)

@@ -25,7 +25,10 @@ MAX_WORDS = 60  # the paper's descriptions are short; very long captions make po
 def build_sample(csv: Path, n: int, seed: int) -> pl.DataFrame:
     """``n`` captions of at most ``MAX_WORDS`` words, drawn with ``seed``, sorted by ytid."""
     frame = pl.read_csv(csv).select(
-        "ytid", "start_s", "end_s", "caption",
+        "ytid",
+        "start_s",
+        "end_s",
+        "caption",
         pl.col("aspect_list").map_elements(ast.literal_eval, return_dtype=pl.List(pl.String)),
     )
     short = frame.filter(pl.col("caption").str.split(" ").list.len() <= MAX_WORDS)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from bgm_batch.atomic import write_text
-from bgm_batch.simulate import (
+from bgm_batch.testing.simulate import (
     HEALTH_ORDER,
     SAMPLE_SEED,
     SAMPLE_WINDOWS,
@@ -81,7 +81,7 @@ def timeline_markdown(snapshots: Sequence[Mapping], seed: int) -> str:
         "# The bundled sample recording, minute by minute",
         "",
         f"Synthetic: `simulate_recording({len(snapshots)}, seed={seed})` from"
-        " `bgm_batch.simulate`, written by `tools/make_sample.py` (do not edit by hand).",
+        " `bgm_batch.testing.simulate`, written by `tools/make_sample.py` (do not edit by hand).",
         f"{len(snapshots)} windows of {WINDOW_SECONDS:g} s, capture start time {START_TIME}.",
         "Each row is one minute: dominant labels in order, the lowest health reached, the",
         "hostiles within range (`others`: types the mod counts only in `sum`).",

@@ -29,10 +29,19 @@ def main(out_dir: Path, png: Path) -> None:
     for row in segments.filter(pl.col("transition") == "restart").iter_rows(named=True):
         ax.axvline(row["audio_offset_s"] / 60, color="#e80", lw=0.8)
     fights = segments.filter(pl.col("combat"))
-    ax.scatter(fights["start_s"] / 60, np.full(fights.height, -6), s=6, color="#c22",
-               label="combat windows")
-    ax.set(xlabel="minutes", ylabel="RMS (dBFS)", ylim=(-60, 0),
-           title="track.flac of `make demo`: orange lines = scene changes (music restarts)")
+    ax.scatter(
+        fights["start_s"] / 60,
+        np.full(fights.height, -6),
+        s=6,
+        color="#c22",
+        label="combat windows",
+    )
+    ax.set(
+        xlabel="minutes",
+        ylabel="RMS (dBFS)",
+        ylim=(-60, 0),
+        title="track.flac of `make demo`: orange lines = scene changes (music restarts)",
+    )
     ax.legend(loc="lower right")
     fig.tight_layout()
     fig.savefig(png)

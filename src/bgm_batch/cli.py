@@ -36,9 +36,9 @@ def _fail(message: str) -> int:
 
 @_command("import-capture")
 def _import_capture(args: argparse.Namespace) -> int:
-    from bgm_batch.contract import write_parquet
-    from bgm_batch.ingest import IngestError, read_recording
-    from bgm_batch.profile import load_profile
+    from bgm_batch.data.contract import write_parquet
+    from bgm_batch.data.game_profile import load_profile
+    from bgm_batch.data.ingest import IngestError, read_recording
 
     try:
         result = read_recording(args.capture_dir, load_profile(args.profile))
@@ -91,9 +91,9 @@ def _add_import_capture(sub: Any) -> None:
 @_command("characterize")
 def _characterize(args: argparse.Namespace) -> int:
     from bgm_batch.atomic import atomic_path
-    from bgm_batch.characterize import characterize
-    from bgm_batch.ingest import IngestError, read_recording
-    from bgm_batch.profile import load_profile
+    from bgm_batch.data.game_profile import load_profile
+    from bgm_batch.data.ingest import IngestError, read_recording
+    from bgm_batch.stages.characterize import characterize
 
     profile = load_profile(args.profile)
     try:
@@ -144,7 +144,7 @@ def _score(args: argparse.Namespace) -> int:
     from bgm_batch.settings import load_settings
 
     configure_prefect()
-    from flows.score_session import score_session
+    from bgm_batch.flows.score_session import score_session
 
     settings = load_settings(args.config, _score_overrides(args))
     try:
@@ -197,8 +197,8 @@ def _add_score(sub: Any) -> None:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from bgm_batch.evaluate import EvaluationError, evaluate_files
-    from bgm_batch.wordnet import WordNetMissingError
+    from bgm_batch.evaluation.metrics import EvaluationError, evaluate_files
+    from bgm_batch.evaluation.wordnet import WordNetMissingError
 
     try:
         report = evaluate_files(args.pred, args.refs, embed=not args.no_embed)
@@ -250,8 +250,8 @@ def _add_text_options(p: argparse.ArgumentParser) -> None:
 
 @_command("compare")
 def _compare(args: argparse.Namespace) -> int:
-    from bgm_batch.compare import characterized_frame, compare_table, write_table
-    from bgm_batch.evaluate import read_references
+    from bgm_batch.evaluation.compare import characterized_frame, compare_table, write_table
+    from bgm_batch.evaluation.metrics import read_references
 
     settings = _settings_from(args)
     frame = characterized_frame(args.recordings, settings.profile_model)
@@ -296,9 +296,9 @@ def _add_compare(sub: Any) -> None:
 
 @_command("make-pairs")
 def _make_pairs(args: argparse.Namespace) -> int:
-    from bgm_batch.compare import characterized_frame
-    from bgm_batch.pairs import PairsError, load_caption_sample, make_pairs
-    from bgm_batch.text_backends._base import TEXT_BACKENDS
+    from bgm_batch.evaluation.compare import characterized_frame
+    from bgm_batch.text.protocol import TEXT_BACKENDS
+    from bgm_batch.training.pairs import PairsError, load_caption_sample, make_pairs
 
     settings = _settings_from(args)
     teacher = TEXT_BACKENDS.create(settings.text.backend, settings.text)
@@ -345,7 +345,7 @@ def _add_make_pairs(sub: Any) -> None:
 
 @_command("finetune")
 def _finetune(args: argparse.Namespace) -> int:
-    from bgm_batch.finetune import FinetuneConfig, FinetuneError, finetune
+    from bgm_batch.training.finetune import FinetuneConfig, FinetuneError, finetune
 
     config = FinetuneConfig(
         rank=args.rank,

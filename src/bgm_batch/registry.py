@@ -1,7 +1,7 @@
 """A small name -> factory registry shared by the text and audio backends.
 
-Backends live one per module inside a backend package (``bgm_batch.text_backends``,
-``bgm_batch.audio_backends``) and register themselves with a decorator. The registry imports every
+Backends live one per module inside a backend package (``bgm_batch.text``,
+``bgm_batch.audio``) and register themselves with a decorator. The registry imports every
 module of its package the first time a name is looked up, so adding a backend touches one
 file. Backend modules must import heavy libraries (torch, transformers) lazily, inside the
 factory, so that listing backends stays cheap.

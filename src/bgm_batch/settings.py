@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
 
-from bgm_batch.profile import Profile, load_profile
+from bgm_batch.data.game_profile import DEFAULT_WINDOW_SECONDS, Profile, load_profile
 
 
 class TextSettings(BaseModel):
@@ -43,7 +43,9 @@ class AudioSettings(BaseModel):
 
     backend: str = "synth"
     model: str = "facebook/musicgen-small"
-    segment_seconds: float = 10.0
+    # One window of the capture. In a full ``Settings`` it comes from the game profile
+    # (``window_seconds``); setting it to anything else is rejected there.
+    segment_seconds: float = Field(DEFAULT_WINDOW_SECONDS, gt=0)
     overlap_seconds: float = 1.0
     prompt_seconds: float = 3.0  # tail of the previous segment fed as the melodic anchor
     guidance_scale: float = 3.0
@@ -85,6 +87,20 @@ class Settings(BaseSettings):
     def profile_model(self) -> Profile:
         """The game profile named by ``profile`` (loaded once per process)."""
         return load_profile(self.profile)
+
+    @model_validator(mode="after")
+    def _window_from_profile(self) -> Settings:
+        """The profile owns the window length: copy it into the audio settings, reject a clash."""
+        window = self.profile_model.window_seconds
+        if "segment_seconds" not in self.audio.model_fields_set:
+            self.audio.segment_seconds = window
+        elif self.audio.segment_seconds != window:
+            raise ValueError(
+                f"audio.segment_seconds={self.audio.segment_seconds} disagrees with the window "
+                f"length of profile {self.profile!r} ({window} s); set window_seconds in the "
+                "profile instead"
+            )
+        return self
 
 
 def read_config_file(path: Path) -> dict[str, Any]:

@@ -1,0 +1,72 @@
+"""The audio backend protocol, its request/result types and its registry.
+
+A backend renders a batch of independent segment requests; each request carries its own
+melodic anchor (the previous segment's audio tail and the backend's musical state), so one
+batch can hold step k of many runs. Backend modules register a factory
+``factory(settings: AudioSettings)`` with ``@AUDIO_BACKENDS.register("name")`` and import
+heavy libraries lazily.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from bgm_batch.registry import Registry
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """One segment to render.
+
+    ``prompt_audio`` is the tail of the previous segment of the same run as float32
+    (channels, samples) at ``prompt_sample_rate``, or None at the start of a run or after a
+    hard restart. ``prev_state`` is the previous segment's ``RenderedSegment.state``
+    (key, tempo...), or None likewise. ``transition`` is start, continue or restart;
+    ``stinger`` asks for a short accent at the start (combat onset).
+    """
+
+    key: str
+    caption: str
+    duration_s: float
+    seed: int
+    transition: str = "start"
+    stinger: bool = False
+    prompt_audio: np.ndarray | None = None
+    prompt_sample_rate: int | None = None
+    prev_state: dict[str, Any] | None = None
+
+
+@dataclass
+class RenderedSegment:
+    """Audio for one request: float32 (channels, samples) at ``sample_rate``.
+
+    ``state`` is what the next segment needs to continue this one musically (JSON-able);
+    ``midi`` holds a Standard MIDI File when the backend composes symbolically.
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    state: dict[str, Any] = field(default_factory=dict)
+    midi: bytes | None = None
+
+
+@runtime_checkable
+class AudioBackend(Protocol):
+    """Renders segment requests; output i answers request i."""
+
+    name: str
+
+    def identity(self) -> dict[str, str]:
+        """Backend name, model id and revision: for the manifest and resume checks."""
+        ...
+
+    def render(self, requests: Sequence[SegmentRequest]) -> list[RenderedSegment]:
+        """Render a batch of independent requests."""
+        ...
+
+
+AUDIO_BACKENDS: Registry[AudioBackend] = Registry("audio", "bgm_batch.audio")

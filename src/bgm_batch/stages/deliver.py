@@ -1,0 +1,156 @@
+"""Turn the stage outputs of a scoring run into the deliverables an editor takes away.
+
+The stages each produce one piece (a frame of captions, rendered segment files, a stitched
+track); this module joins them into ``segments.parquet``, gathers every rejected row into
+``quarantine.parquet`` (rows in = rendered + quarantined), stitches one track per recording
+and writes the timeline and manifest. Everything is written atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from bgm_batch.data.contract import polars_schema, write_parquet
+from bgm_batch.data.ingest import IngestResult
+from bgm_batch.settings import AudioSettings
+from bgm_batch.stages import export, stitch
+from bgm_batch.stages.render import RenderResult
+
+
+@dataclass
+class Tracks:
+    """One stitched track per recording, and where each segment sits in it."""
+
+    track_paths: dict[str, Path]
+    offsets: pl.DataFrame  # recording, index, audio_offset_s, audio_duration_s
+    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def select_recording(result: IngestResult, recording: str | None) -> IngestResult:
+    """Keep one recording of a multi-recording input (all of them when ``recording`` is None)."""
+    if recording is None:
+        return result
+    if recording not in result.recordings():
+        known = ", ".join(result.recordings()) or "none"
+        raise ValueError(f"recording {recording!r} is not in the input (found: {known})")
+    mine = pl.col("recording") == recording
+    quarantine = result.quarantine.filter(mine | pl.col("recording").is_null())
+    return IngestResult(result.frame.filter(mine), quarantine, result.warnings)
+
+
+def track_path(out_dir: Path, recording: str, recordings: list[str]) -> Path:
+    """``track.flac`` for a single recording, ``track-<recording>.flac`` for several."""
+    return out_dir / ("track.flac" if len(recordings) == 1 else f"track-{recording}.flac")
+
+
+def stitch_recordings(
+    frame: pl.DataFrame, rendered: RenderResult, settings: AudioSettings, out_dir: Path
+) -> Tracks:
+    """Stitch each recording's rendered segments into its track file."""
+    joined = frame.join(rendered.segments, on=["recording", "index"], how="inner").sort(
+        "recording", "index"
+    )
+    recordings = joined["recording"].unique(maintain_order=True).to_list()
+    paths, offsets, reports = {}, [], {}
+    for recording in recordings:
+        part = joined.filter(pl.col("recording") == recording)
+        result = stitch.stitch_track(stitch.stitch_inputs(part), settings)
+        paths[recording] = track_path(out_dir, recording, recordings)
+        stitch.write_track(paths[recording], result.audio, result.sample_rate)
+        offsets.append(
+            part.select("recording", "index", "duration_s").with_columns(
+                pl.Series("audio_offset_s", result.offsets_s, dtype=pl.Float64)
+            )
+        )
+        reports[recording] = {
+            "loudness_lufs": result.loudness_lufs,
+            "true_peak_dbtp": result.true_peak_dbtp,
+            "gain_db": result.gain_db,
+            "seams": result.seams.to_dicts(),
+        }
+    table = (
+        pl.concat(offsets)
+        if offsets
+        else pl.DataFrame(schema={"recording": pl.String, "index": pl.Int64})
+    )
+    return Tracks(paths, table.rename({"duration_s": "audio_duration_s"}), reports)
+
+
+def _backend_id(identity: dict[str, str]) -> str:
+    name = identity.get("backend", "?")
+    model = identity.get("model")
+    return f"{name}:{model}" if model else name
+
+
+def segments_table(
+    frame: pl.DataFrame, tracks: Tracks, text_id: dict[str, str], audio_id: dict[str, str]
+) -> pl.DataFrame:
+    """One row per rendered window, exactly the segments schema (nothing nondeterministic)."""
+    table = frame.join(tracks.offsets, on=["recording", "index"], how="inner").with_columns(
+        pl.lit(_backend_id(text_id)).alias("text_backend"),
+        pl.lit(_backend_id(audio_id)).alias("audio_backend"),
+    )
+    return table.select(polars_schema("segments").names()).sort("recording", "index")
+
+
+def all_quarantined(
+    loaded: IngestResult, rendered: RenderResult, frame: pl.DataFrame
+) -> pl.DataFrame:
+    """Ingest rejections plus the windows whose audio failed to render."""
+    failures = rendered.failures.join(
+        frame.select("recording", "index", "source"), on=["recording", "index"], how="left"
+    ).select(
+        pl.lit("render").alias("stage"),
+        pl.col("source").fill_null(""),
+        "recording",
+        "index",
+        pl.lit("caption").alias("field"),
+        "reason",
+        pl.lit(None, dtype=pl.String).alias("raw"),
+    )
+    return pl.concat([loaded.quarantine, failures.cast(polars_schema("quarantine"))])
+
+
+def counts(
+    loaded: IngestResult, segments: pl.DataFrame, quarantine: pl.DataFrame, rendered: RenderResult
+) -> dict[str, int]:
+    """Rows in = accepted (rendered) + quarantined, for the manifest and the CLI."""
+    return {
+        "rows_in": loaded.rows_in,
+        "accepted": segments.height,
+        "quarantined": quarantine.height,
+        "rendered": segments.height,
+        "rendered_now": rendered.rendered,
+        "reused": rendered.reused,
+    }
+
+
+def input_files(input_path: Path, video: Path | None) -> list[Path]:
+    """The files whose hashes go into the manifest."""
+    files = sorted(input_path.glob("*.json")) if input_path.is_dir() else [input_path]
+    return files + ([video] if video else [])
+
+
+def write_deliverables(
+    out_dir: Path,
+    segments: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    tracks: Tracks,
+    manifest: dict[str, Any],
+) -> None:
+    """segments.parquet, quarantine.parquet, one timeline per recording, manifest.json."""
+    write_parquet(segments, out_dir / "segments.parquet", "segments")
+    write_parquet(quarantine, out_dir / "quarantine.parquet", "quarantine")
+    for recording, path in tracks.track_paths.items():
+        name = "timeline.otio" if path.name == "track.flac" else f"timeline-{recording}.otio"
+        export.write_timeline(
+            segments.filter(pl.col("recording") == recording),
+            out_dir / name,
+            track_path=path.name,
+            name=f"bgm-batch {recording}",
+        )
+    export.write_manifest(out_dir / "manifest.json", {**manifest, "stitch": tracks.reports})

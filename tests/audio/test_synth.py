@@ -1,0 +1,125 @@
+"""The synth backend on its real output: duration, loudness, silence, tempo, continuation."""
+
+from __future__ import annotations
+
+import io
+
+import mido
+import numpy as np
+import pyloudnorm
+import pytest
+
+from bgm_batch.audio.protocol import AUDIO_BACKENDS, SegmentRequest
+from bgm_batch.audio.synth.compose import parse_caption
+from bgm_batch.settings import AudioSettings
+
+SETTINGS = AudioSettings()
+CALM = "Gentle and peaceful music with a soft piano melody and flute, 80 bpm."
+COMBAT = "Intense fast battle music with pounding drums, brass and strings, 140 bpm."
+
+
+@pytest.fixture(scope="module")
+def synth():
+    return AUDIO_BACKENDS.create("synth", SETTINGS)
+
+
+def request(caption: str, seed: int = 1, duration_s: float = 11.0, **kwargs) -> SegmentRequest:
+    return SegmentRequest(key="r/0", caption=caption, duration_s=duration_s, seed=seed, **kwargs)
+
+
+def test_caption_parsing():
+    calm = parse_caption("The music is gentle and soothing, with a soft melody and stable rhythm.")
+    fight = parse_caption("Urgent, aggressive battle music with heavy drums and brass.")
+    assert calm.tempo < 85 < fight.tempo
+    assert calm.intensity < 0.4 < 0.7 < fight.intensity
+    assert not calm.minor and fight.minor
+    assert fight.programs["harmony"] == 61  # brass section
+    keyed = parse_caption("A slow waltz in F# minor played on cello and harp at 90 bpm")
+    assert (keyed.tonic, keyed.minor, keyed.tempo) == (6, True, 90.0)
+    assert keyed.programs["bass"] == 42 and keyed.programs["harmony"] == 46
+    assert parse_caption(CALM) == parse_caption(CALM)  # the key is a stable pick
+
+
+def test_identity_names_the_procedural_synthesiser(synth):
+    identity = synth.identity()
+    assert identity["backend"] == "synth"
+    assert "procedural" in identity["model"] and "FluidSynth" in identity["model"]
+    assert "TimGM6mb" in identity["revision"]
+
+
+@pytest.mark.parametrize(("caption", "bpm"), [(CALM, 80), (COMBAT, 140)])
+def test_real_output_is_music_at_the_requested_tempo(synth, caption, bpm):
+    import librosa
+
+    segment = synth.render([request(caption)])[0]
+    audio = segment.audio
+    assert segment.sample_rate == 48000
+    assert audio.dtype == np.float32 and audio.shape == (2, 11 * 48000)
+    assert np.abs(audio).max() <= 1.0
+    frames = np.sqrt(np.mean(audio.reshape(2, -1, 4800) ** 2, axis=(0, 2)))
+    assert (frames > 1e-3).mean() > 0.95  # sound all the way through
+    loudness = pyloudnorm.Meter(48000).integrated_loudness(audio.T)
+    assert -32.0 < loudness < -10.0
+    tempo = float(
+        np.atleast_1d(
+            librosa.beat.beat_track(y=librosa.to_mono(audio), sr=48000, start_bpm=100.0)[0]
+        )[0]
+    )
+    assert min(abs(tempo - bpm), abs(tempo / 2 - bpm), abs(tempo * 2 - bpm)) < 0.08 * bpm
+    song = mido.MidiFile(file=io.BytesIO(segment.midi))
+    notes = [m for track in song.tracks for m in track if m.type == "note_on" and m.velocity]
+    assert len(notes) > 40 and any(m.channel == 9 for m in notes)  # drums too
+    assert song.length == pytest.approx(11.0, abs=2.5)
+
+
+def test_calm_and_combat_differ_where_they_should(synth):
+    calm, combat = (synth.render([request(c)])[0].audio for c in (CALM, COMBAT))
+    meter = pyloudnorm.Meter(48000)
+    assert meter.integrated_loudness(combat.T) > meter.integrated_loudness(calm.T) + 1.5
+
+    def brightness(audio):
+        spectrum = np.abs(np.fft.rfft(audio.mean(axis=0)))
+        return (spectrum * np.fft.rfftfreq(audio.shape[1], 1 / 48000)).sum() / spectrum.sum()
+
+    assert brightness(combat) > brightness(calm)
+
+
+def test_same_request_same_samples(synth):
+    first = synth.render([request(COMBAT, seed=7)])[0]
+    synth.render([request(CALM, seed=3)])  # other work in between changes nothing
+    again = synth.render([request(COMBAT, seed=7), request(CALM, seed=3)])[0]
+    assert np.array_equal(first.audio, again.audio)
+    assert first.midi == again.midi and first.state == again.state
+
+
+def test_continuation_keeps_key_and_tempo_and_overlaps_seamlessly(synth):
+    first = synth.render([request(CALM, transition="start")])[0]
+    nxt = synth.render(
+        [
+            request(
+                CALM.replace("flute", "harp"), seed=2, transition="continue", prev_state=first.state
+            )
+        ]
+    )[0]
+    assert {k: nxt.state[k] for k in ("tonic", "minor", "tempo", "progression", "motif")} == {
+        k: first.state[k] for k in ("tonic", "minor", "tempo", "progression", "motif")
+    }
+    # the previous segment's tail (past the 10 s hop) and the next head play the same bar
+    hop = round(SETTINGS.segment_seconds * 48000)
+    tail, head = first.audio[:, hop + 4800 :], nxt.audio[:, 4800:48000]
+    correlation = np.vdot(tail, head) / np.sqrt(np.vdot(tail, tail) * np.vdot(head, head))
+    assert correlation > 0.5
+
+
+def test_a_departing_caption_modulates_and_a_stinger_hits(synth):
+    calm = synth.render([request(CALM)])[0]
+    turned = synth.render(
+        [request(COMBAT, transition="continue", prev_state=calm.state, stinger=True)]
+    )[0]
+    assert turned.state["tempo"] == pytest.approx(140.0)
+    assert turned.state["minor"] and turned.state["tonic"] == (calm.state["tonic"] + 9) % 12
+    song = mido.MidiFile(file=io.BytesIO(turned.midi))
+    tempos = [round(mido.tempo2bpm(m.tempo)) for m in song.tracks[0] if m.type == "set_tempo"]
+    assert tempos[0] == 80 and tempos[-1] == 140 and len(tempos) > 2  # a ramp
+    first_second = np.abs(turned.audio[:, :4800]).max()
+    assert first_second > 0.1  # the stinger lands on the downbeat

@@ -1,0 +1,157 @@
+"""Stitching: placement, crossfades, loudness, true peak, limiter, seam metric, FLAC."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyloudnorm
+import pytest
+import soundfile as sf
+from scipy.signal import upfirdn
+
+from bgm_batch.settings import AudioSettings
+from bgm_batch.stages.stitch import (
+    StitchInput,
+    _oversampling_filter,
+    integrated_loudness,
+    k_weighting,
+    limit,
+    stitch_track,
+    true_peak,
+    write_track,
+)
+
+RATE = 48000
+SETTINGS = AudioSettings(segment_seconds=2.0, overlap_seconds=0.5)
+
+
+def noise(seconds: float, seed: int, level: float = 0.1) -> np.ndarray:
+    return (level * np.random.default_rng(seed).standard_normal((2, round(seconds * RATE)))).astype(
+        np.float32
+    )
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+
+def test_segments_start_on_their_windows_and_the_track_covers_them():
+    inputs = [StitchInput(noise(2.5, i), 2.0 * i, 0.5, RATE) for i in range(4)]
+    result = stitch_track(inputs, SETTINGS)
+    assert result.offsets_s == [0.0, 2.0, 4.0, 6.0]
+    assert result.audio.shape == (2, round(8.5 * RATE)) and result.audio.dtype == np.float32
+    assert result.sample_rate == RATE and result.seams.height == 3
+    assert result.seams["crossfade_s"].to_list() == pytest.approx([0.5] * 3, abs=0.004)
+
+
+def test_equal_power_seams_keep_the_level_for_unrelated_and_for_identical_audio():
+    loud = SETTINGS.model_copy(update={"target_lufs": -20.0})
+    unrelated = stitch_track(
+        [StitchInput(noise(2.5, i), 2.0 * i, 0.5, RATE) for i in range(3)], loud
+    ).audio
+    same = noise(4.5, 0)
+    identical = stitch_track(
+        [
+            StitchInput(same[:, : round(2.5 * RATE)], 0.0, 0.5, RATE),
+            StitchInput(same[:, 2 * RATE :], 2.0, 0.5, RATE),
+        ],
+        loud,
+    ).audio
+    for track in (unrelated, identical):
+        level = [rms(track[:, i : i + 2400]) for i in range(0, 4 * RATE, 2400)]
+        assert max(level) / min(level) < 1.25  # no dip or 3 dB bump at a seam
+    assert np.allclose(
+        identical[:, 2 * RATE + 100 : round(2.4 * RATE)],
+        same[:, 2 * RATE + 100 : round(2.4 * RATE)] * (identical[0, RATE] / same[0, RATE]),
+        atol=1e-3,
+    )
+
+
+def test_loudness_target_and_true_peak_ceiling():
+    quiet = [noise(2.5, i, level=0.01) for i in range(3)]
+    quiet[1][:, RATE : RATE + 2400 : 100] = 0.2  # spikes the limiter must catch
+    result = stitch_track(
+        [StitchInput(a, 2.0 * i, 0.5, RATE) for i, a in enumerate(quiet)], SETTINGS
+    )
+    measured = pyloudnorm.Meter(RATE).integrated_loudness(result.audio.T)
+    assert measured == pytest.approx(-16.0, abs=0.3)
+    assert result.loudness_lufs == pytest.approx(measured, abs=0.01)  # after limiting too
+    assert result.gain_db > 0
+    assert result.true_peak_dbtp <= -1.0 + 1e-6
+    assert 20 * np.log10(true_peak(result.audio)) <= -1.0 + 1e-4
+
+
+def test_fast_loudness_and_true_peak_agree_with_the_references():
+    audio = noise(5.0, 3) * np.linspace(0.1, 1.0, 5 * RATE, dtype=np.float32)
+    assert integrated_loudness(audio, RATE) == pytest.approx(
+        pyloudnorm.Meter(RATE).integrated_loudness(audio.T), abs=0.01
+    )
+    brute = np.abs(upfirdn(_oversampling_filter(), audio, 4, axis=1)).max()
+    assert true_peak(audio) == pytest.approx(brute, rel=1e-6)
+    assert true_peak(audio) >= np.abs(audio).max()
+
+
+def test_the_limiter_caps_peaks_and_leaves_the_rest():
+    audio = noise(3.0, 4, level=0.05)
+    audio[:, RATE] = 0.9  # one spike
+    before = audio.copy()
+    limit(audio, 0.5, RATE)
+    assert np.abs(audio).max() <= 0.5 + 1e-6
+    assert np.array_equal(audio[:, 2 * RATE :], before[:, 2 * RATE :])  # far from the spike
+    untouched = before.copy()
+    assert limit(untouched, 1.0, RATE) == []
+    assert np.array_equal(untouched, before)
+
+
+def test_seam_metric_flags_a_hard_jump():
+    smooth = stitch_track(
+        [StitchInput(noise(2.5, i), 2.0 * i, 0.5, RATE) for i in range(4)], SETTINGS
+    )
+    jumpy = stitch_track(
+        [
+            StitchInput(noise(2.5, i, level=0.3 if i == 2 else 0.01), 2.0 * i, 0.0, RATE)
+            for i in range(4)
+        ],
+        SETTINGS,
+    )
+    assert smooth.seams["rms_ratio"].max() < 3.0
+    assert jumpy.seams["rms_ratio"].max() > 3.0 * smooth.seams["rms_ratio"].max()
+
+
+def test_files_mono_other_rates_and_gaps(tmp_path):
+    mono = (0.1 * np.sin(np.arange(round(2.5 * 32000)) / 5)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", mono, 32000)
+    inputs = [
+        StitchInput(tmp_path / "a.wav", 0.0, 0.0),
+        StitchInput(noise(2.5, 1), 6.0, 0.5, RATE),
+    ]  # windows 1 and 2 are missing
+    result = stitch_track(inputs, SETTINGS)
+    assert result.audio.shape == (2, round(8.5 * RATE))
+    gap = result.audio[:, round(2.6 * RATE) : round(5.9 * RATE)]
+    assert np.abs(gap).max() == 0.0  # silence where no window was rendered
+    first = result.audio[:, : 2 * RATE]
+    assert np.allclose(first[0], first[1])  # mono became two equal channels
+    path = tmp_path / "out" / "track.flac"
+    write_track(path, result.audio, result.sample_rate)
+    info = sf.info(path)
+    assert (info.samplerate, info.channels, info.format) == (48000, 2, "FLAC")
+    assert info.frames == result.audio.shape[1]
+
+
+def test_k_weighting_matches_the_published_bs1770_filters_at_48k():
+    """BS.1770-4 Table 1 and 2 coefficients at 48 kHz: responses agree within 0.05 dB (the
+    published high-pass passes +0.04 dB; pyloudnorm normalises it to 0 dB)."""
+    from scipy.signal import freqz
+
+    published = [
+        (
+            [1.53512485958697, -2.69169618940638, 1.19839281085285],
+            [1.0, -1.69065929318241, 0.73248077421585],
+        ),
+        ([1.0, -2.0, 1.0], [1.0, -1.99004745483398, 0.99007225036621]),
+    ]
+    freqs = np.geomspace(20, 20000, 200)
+    for ours, (b, a) in zip(k_weighting(48000), published, strict=True):
+        _, h_ours = freqz(ours.b, ours.a, worN=freqs, fs=48000)
+        _, h_ref = freqz(b, a, worN=freqs, fs=48000)
+        diff = 20 * np.log10(np.abs(h_ours)) - 20 * np.log10(np.abs(h_ref))
+        assert np.abs(diff).max() < 0.05
