@@ -2,7 +2,8 @@
 
 audiocraft 1.3 pins torch 2.1 and numpy<2, which this project's stack cannot share, so it lives
 in its own virtual environment (``make audiocraft-env`` builds ``.venv-audiocraft`` from
-requirements-audiocraft.txt). This backend starts ``worker.py`` (beside it) with that environment's interpreter once, and sends it one job folder per batch: ``request.json`` plus
+requirements-audiocraft.txt). This backend starts ``worker.py`` (beside it) with
+that environment's interpreter once, and sends it one job folder per batch: ``request.json`` plus
 the prompt tails as .npy files in, float32 WAVs and ``reply.json`` out (the protocol is
 documented in the worker). Continuation, cutting the prompt off and batching happen in the
 worker; determinism holds per batch composition (see the worker's docstring).

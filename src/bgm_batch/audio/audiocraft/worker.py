@@ -5,7 +5,8 @@ backend starts this script with the isolated interpreter and talks to it over a 
 protocol. It imports only the standard library, numpy, torch and audiocraft (never bgm_batch).
 
 Protocol: ``python -I worker.py --model NAME_OR_DIR [--device cpu|cuda|auto]`` (``-I``
-isolates the worker from the user's site-packages and environment) loads the model once and prints one JSON line on stdout:
+isolates the worker from the user's site-packages and environment) loads the model once and
+prints one JSON line on stdout:
 ``{"ready": true, "audiocraft": version, "sample_rate": ..., "channels": ..., "frame_rate": ...}``.
 Then, for each line read from stdin holding a job folder, it reads ``JOB/request.json``::
 
