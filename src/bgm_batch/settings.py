@@ -58,6 +58,14 @@ class AudioSettings(BaseModel):
     device: str = "auto"
 
 
+class IngestSettings(BaseModel):
+    """Limits that keep one hostile input file from costing the whole run (see data/ingest)."""
+
+    max_recording_hours: float = Field(24.0, gt=0)  # a window index beyond this is quarantined
+    max_file_bytes: int = Field(1_000_000, gt=0)  # a capture file is ~1.5 kB
+    raw_excerpt_chars: int = Field(4096, ge=0)  # raw text kept per quarantined window
+
+
 class MuxSettings(BaseModel):
     """Putting the track under the gameplay video."""
 
@@ -82,6 +90,7 @@ class Settings(BaseSettings):
     text: TextSettings = Field(default_factory=TextSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
     mux: MuxSettings = Field(default_factory=MuxSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @property
     def profile_model(self) -> Profile:
