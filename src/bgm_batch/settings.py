@@ -79,6 +79,15 @@ class MuxSettings(BaseModel):
     max_length_mismatch_seconds: float = 60.0
 
 
+class ArchiveSettings(BaseModel):
+    """Where ``bgm-batch archive`` runs; none of it changes what a recording's outputs are."""
+
+    engine: Literal["local", "dask", "ray"] = "local"
+    workers: int = Field(1, ge=1)  # local threads, or the local Dask/Ray cluster's workers
+    address: str | None = None  # an existing Dask scheduler (tcp://...) or Ray cluster (ray://...)
+    model_gpus: float = Field(0.0, ge=0)  # GPUs each model task requests on the cluster
+
+
 class Settings(BaseSettings):
     """Everything a run can be told; see the module docstring for where values come from."""
 
@@ -90,6 +99,7 @@ class Settings(BaseSettings):
     text: TextSettings = Field(default_factory=TextSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
     mux: MuxSettings = Field(default_factory=MuxSettings)
+    archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
 
     @property
