@@ -15,6 +15,8 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
+from bgm_batch.errors import BgmError
+
 _PRIMITIVES = {
     "string": pa.string(),
     "int64": pa.int64(),
@@ -59,7 +61,7 @@ def empty_frame(name: str) -> pl.DataFrame:
     return pl.DataFrame(schema=polars_schema(name))
 
 
-class ContractError(ValueError):
+class ContractError(BgmError, ValueError):
     """A frame or file does not follow its schema; the message names the column."""
 
 
