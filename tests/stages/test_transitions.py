@@ -65,11 +65,11 @@ def test_aliases_merge_times_of_day_but_not_day_and_night():
         "start",
         "continue",
         "continue",
-        "restart",
+        "change",
         "continue",
     ]
     assert planned["scene"][3] == "Biome=Plains|Time=night"
-    assert planned["crossfade_s"][3] == 2.5
+    assert planned["crossfade_s"][3] == 1.5
 
 
 def test_a_one_window_blip_does_not_flip_the_music():
@@ -88,7 +88,7 @@ def test_a_held_change_switches_from_its_first_window():
         "start",
         "continue",
         "continue",
-        "restart",
+        "change",
         "continue",
     ]
     assert planned["scene"][3].startswith("Biome=Forest")
@@ -107,10 +107,10 @@ def test_combat_onset_is_immediate_with_a_stinger_and_its_end_waits():
         "start",
         "continue",
         "continue",
-        "restart",
+        "change",
         "continue",
         "continue",
-        "restart",
+        "change",
         "continue",
         "continue",
     ]
@@ -126,7 +126,7 @@ def test_rules_come_from_the_profile():
             "hysteresis_windows": 1,
             "immediate_on_combat_onset": False,
             "stinger_on_combat_onset": False,
-            "crossfade_seconds": {"continue": 0.5, "restart": 4.0},
+            "crossfade_seconds": {"continue": 0.5, "change": 4.0},
         }
     )
     profile = PROFILE.model_copy(update={"transitions": rules})
@@ -140,27 +140,60 @@ def test_rules_come_from_the_profile():
     assert planned["transition"].to_list() == [
         "start",
         "continue",
-        "restart",
-        "restart",
+        "change",
+        "change",
         "continue",
-        "restart",
+        "change",
     ]
     assert not planned["stinger"].any()
     assert planned["crossfade_s"].to_list() == [0.0, 0.5, 4.0, 4.0, 0.5, 4.0]
 
 
-def test_a_missing_window_is_a_restart_and_recordings_are_planned_apart():
-    a = windows([("Plains", "Day", False)] * 4, recording="a", indexes=[0, 1, 3, 4])
+def test_a_short_gap_is_bridged_a_long_one_restarts_and_recordings_are_planned_apart():
+    a = windows([("Plains", "Day", False)] * 5, recording="a", indexes=[0, 1, 3, 8, 9])
     b = windows([("Cave", "Night", False)] * 2, recording="b")
     planned = plan_transitions(pl.concat([b, a]), PROFILE)
-    assert planned["recording"].to_list() == ["a"] * 4 + ["b"] * 2
+    assert PROFILE.transitions.max_bridged_gap_windows == 3
+    assert planned["recording"].to_list() == ["a"] * 5 + ["b"] * 2
     assert planned["transition"].to_list() == [
         "start",
         "continue",
-        "restart",
+        "continue",  # one missing window: bridged, the music carries on
+        "restart",  # four missing windows: a real gap, no anchor
         "continue",
         "start",
         "continue",
+    ]
+    assert planned["crossfade_s"][3] == 2.5
+
+
+def test_a_scene_change_keeps_its_anchor_only_a_real_gap_drops_it():
+    rules = PROFILE.transitions.model_copy(update={"max_bridged_gap_windows": 0})
+    profile = PROFILE.model_copy(update={"transitions": rules})
+    frame = windows([("Plains", "Day", False)] * 2 + [("Forest", "Day", False)] * 3)
+    frame = frame.with_columns(pl.Series("index", [0, 1, 2, 3, 5]))
+    planned = plan_transitions(frame, profile)
+    assert planned["transition"].to_list() == ["start", "continue", "change", "continue", "restart"]
+    assert planned["crossfade_s"].to_list() == [0.0, 1.0, 1.5, 1.0, 2.5]
+
+
+def test_a_window_overruled_by_the_hysteresis_takes_its_scene_caption():
+    spec = (
+        [("Plains", "Day", False)] * 2
+        + [("Plains", None, True)] * 2
+        + [("Plains", "Day", False)]  # one calm window inside the fight
+        + [("Plains", None, True)] * 2
+    )
+    captions = ["calm 1", "calm 2", "fight 3", "fight 4", "calm 5", "fight 6", "fight 7"]
+    frame = windows(spec).with_columns(pl.Series("caption", captions))
+    planned = plan_transitions(frame, PROFILE)
+    assert planned["caption"].to_list() == [*captions[:4], "fight 4", *captions[5:]]
+    assert planned["transition"].to_list()[2:] == ["change"] + ["continue"] * 4
+    assert plan(spec).columns == windows(spec).columns + [
+        "scene",
+        "transition",
+        "stinger",
+        "crossfade_s",
     ]
 
 

@@ -41,8 +41,9 @@ class TransitionRules(BaseModel):
     scene_aliases: dict[str, dict[str, str]] = Field(default_factory=dict)
     hysteresis_windows: int = 2
     immediate_on_combat_onset: bool = True
+    max_bridged_gap_windows: int = Field(3, ge=0)  # longer gaps in the capture restart the music
     crossfade_seconds: dict[str, float] = Field(
-        default_factory=lambda: {"continue": 1.0, "restart": 2.5}
+        default_factory=lambda: {"continue": 1.0, "change": 1.5, "restart": 2.5}
     )
     stinger_on_combat_onset: bool = True
 

@@ -69,7 +69,7 @@ def build_timeline(
 
     Timeline time equals track.flac time: each clip sits at its ``audio_offset_s`` (gaps fill
     holes) and ends where the next begins, so the clips butt against each other and the
-    timeline lines up with scored.mp4. Scene changes (``transition == "restart"``) become
+    timeline lines up with scored.mp4. Scene changes (``transition`` change or restart) become
     timeline markers named by the scene.
     """
     recordings = segments["recording"].unique().to_list()
@@ -94,7 +94,7 @@ def build_timeline(
         cursor = clip.source_range.end_time_exclusive()
     timeline = otio.schema.Timeline(name=name, tracks=[track])
     timeline.tracks.markers.extend(
-        _scene_marker(row, rate) for row in rows if row["transition"] == "restart"
+        _scene_marker(row, rate) for row in rows if row["transition"] in ("change", "restart")
     )
     return timeline
 

@@ -2,7 +2,8 @@
 
 Continuation makes the segments of one run sequential: segment k is conditioned on segment
 k-1 (its audio tail as ``prompt_audio``, its musical ``state``). A run is a recording cut at
-its ``restart`` rows (scene changes, missing windows), so runs are independent of each other.
+its ``start`` and ``restart`` rows (a real gap in the capture; a scene ``change`` keeps its
+anchor), so runs are independent of each other.
 The scheduler therefore walks the runs in lockstep: step k gathers segment k of every run
 still going (several recordings, and the many runs a long recording splits into) and hands
 them to the backend in batches of at most ``settings.batch_size``; a GPU backend sees wide
@@ -48,6 +49,7 @@ from tqdm import tqdm
 from bgm_batch.atomic import atomic_path, write_bytes, write_text
 from bgm_batch.audio.protocol import AudioBackend, RenderedSegment, SegmentRequest
 from bgm_batch.settings import AudioSettings
+from bgm_batch.stages.transitions import ANCHORED
 
 AUDIO_SUFFIX = ".wav"
 
@@ -124,7 +126,7 @@ def _rows(
             seed=segment_seed(seed, row["recording"], int(row["index"])),
             stem=work_dir / _folder_name(row["recording"]) / f"{int(row['index']):06d}",
         )
-        if row["transition"] == "continue" and runs and runs[-1][-1].recording == row["recording"]:
+        if row["transition"] in ANCHORED and runs and runs[-1][-1].recording == row["recording"]:
             runs[-1].append(item)
         else:
             runs.append([item])
@@ -270,7 +272,7 @@ def render_segments(
                 if step >= len(run):
                     continue
                 row, anchor = run[step], anchors[r]
-                transition = row.transition if step == 0 else ("continue" if anchor else "restart")
+                transition = row.transition if step == 0 or anchor else "restart"
                 key = _key(row, identity, transition, anchor)
                 saved = store.load(row, key, settings)
                 if saved:

@@ -11,9 +11,18 @@ the run before it (at the very start, the run after it), so the music does not f
 window; a run that holds long enough switches the scene from its first window, without the
 lag a live system would need. Combat onset switches at once when the profile says so.
 
-Each window then gets ``transition`` (start for a recording's first window, restart on a
-scene change or after a missing window, else continue), ``stinger`` (combat onset) and
-``crossfade_s`` from the profile. Every rule lives in ``profile.transitions``.
+Each window then gets ``transition``, ``stinger`` (combat onset) and ``crossfade_s`` from the
+profile. As in the paper, the previous segment is the melodic anchor of the next one *across*
+scene changes too, so only two transitions drop it:
+
+- ``start``: a recording's first window (no anchor exists);
+- ``continue``: same scene, the music carries on;
+- ``change``: a new scene, a new caption anchored on the previous audio (MusicGen gets the
+  previous tail as its prompt; the synth modulates, ramps its tempo, changes its ensemble);
+- ``restart``: after a real gap in the capture, more than ``max_bridged_gap_windows`` missing
+  windows. A shorter gap (a few missing capture files) is bridged: the music continues.
+
+Every rule lives in ``profile.transitions``.
 """
 
 from __future__ import annotations
@@ -26,6 +35,15 @@ import polars as pl
 from bgm_batch.data.game_profile import Profile, TransitionRules
 
 COMBAT_TAG = "combat"
+ANCHORED = frozenset({"continue", "change"})
+"""Transitions whose segment is rendered from the previous segment's audio and state."""
+PLAN_SCHEMA: dict[str, pl.DataType] = {
+    "scene": pl.String(),
+    "transition": pl.String(),
+    "stinger": pl.Boolean(),
+    "crossfade_s": pl.Float64(),
+    "caption": pl.String(),
+}
 
 
 def _raw_scenes(
@@ -77,50 +95,84 @@ def _scene_key(scene: tuple[tuple[str, ...], bool], rules: TransitionRules) -> s
     return "|".join([*parts, COMBAT_TAG] if scene[1] else parts)
 
 
+def _stretches(indexes: list[int], rules: TransitionRules) -> list[int]:
+    """Positions where a real gap (more missing windows than the profile bridges) begins a
+    new stretch; the first window always does."""
+    limit = rules.max_bridged_gap_windows + 1
+    return [0] + [i for i in range(1, len(indexes)) if indexes[i] - indexes[i - 1] > limit]
+
+
+def _transition(i: int, stretches: list[int], settled: list) -> str:
+    if i == 0:
+        return "start"
+    if i in stretches:
+        return "restart"
+    return "change" if settled[i] != settled[i - 1] else "continue"
+
+
+def _smoothed_captions(captions: list[str], raw: list, settled: list) -> list[str]:
+    """A window whose own scene was overruled by the hysteresis (one calm window inside a
+    fight) takes the caption of the closest earlier window that is truly in the settled
+    scene (else the closest later one), so what it says is what the scene plays."""
+    true = [i for i in range(len(captions)) if raw[i] == settled[i]]
+    smoothed = list(captions)
+    for i in range(len(captions)):
+        if raw[i] == settled[i]:
+            continue
+        same = [j for j in true if settled[j] == settled[i]]
+        before = [j for j in same if j < i]
+        after = [j for j in same if j > i]
+        if before or after:
+            smoothed[i] = captions[before[-1] if before else after[0]]
+    return smoothed
+
+
 def _plan_recording(
-    indexes: list[int], info_strs: list[str], combats: list[bool], rules: TransitionRules
+    indexes: list[int],
+    info_strs: list[str],
+    combats: list[bool],
+    captions: list[str] | None,
+    rules: TransitionRules,
 ) -> dict[str, list]:
-    """Scene, transition, stinger and crossfade for one recording ordered by index."""
-    gaps = [0] + [i for i in range(1, len(indexes)) if indexes[i] != indexes[i - 1] + 1]
+    """Scene, transition, stinger, crossfade (and smoothed captions) for one recording."""
+    stretches = _stretches(indexes, rules)
     raw = _raw_scenes(info_strs, combats, rules)
     settled: list[tuple[tuple[str, ...], bool]] = []
-    for start, stop in zip(gaps, [*gaps[1:], len(indexes)], strict=True):
+    for start, stop in zip(stretches, [*stretches[1:], len(indexes)], strict=True):
         settled.extend(_settle(raw[start:stop], rules))
     plan: dict[str, list] = {"scene": [], "transition": [], "stinger": [], "crossfade_s": []}
     for i, scene in enumerate(settled):
-        if i == 0:
-            transition = "start"
-        elif i in gaps or scene != settled[i - 1]:
-            transition = "restart"
-        else:
-            transition = "continue"
-        onset = transition == "restart" and scene[1] and not settled[i - 1][1]
+        transition = _transition(i, stretches, settled)
+        onset = transition in ("change", "restart") and scene[1] and not settled[i - 1][1]
         plan["scene"].append(_scene_key(scene, rules))
         plan["transition"].append(transition)
         plan["stinger"].append(bool(onset and rules.stinger_on_combat_onset))
         plan["crossfade_s"].append(float(rules.crossfade_seconds.get(transition, 0.0)))
+    if captions is not None:
+        plan["caption"] = _smoothed_captions(captions, raw, settled)
     return plan
 
 
 def plan_transitions(frame: pl.DataFrame, profile: Profile) -> pl.DataFrame:
-    """Add ``scene``, ``transition``, ``stinger`` and ``crossfade_s`` to a characterized frame.
+    """Add ``scene``, ``transition``, ``stinger`` and ``crossfade_s`` to a characterized frame
+    (and smooth its ``caption`` column when it has one, see ``_smoothed_captions``).
 
     Rows come back ordered by recording and index; the input frame is not modified.
     """
     ordered = frame.sort("recording", "index")
-    columns: dict[str, list] = {"scene": [], "transition": [], "stinger": [], "crossfade_s": []}
+    has_captions = "caption" in ordered.columns
+    columns: dict[str, list] = {name: [] for name in PLAN_SCHEMA}
     for part in ordered.partition_by("recording", maintain_order=True):
         plan = _plan_recording(
             part["index"].to_list(),
             part["info_str"].to_list(),
             part["combat"].to_list(),
+            part["caption"].to_list() if has_captions else None,
             profile.transitions,
         )
         for name, values in plan.items():
             columns[name].extend(values)
+    names = [name for name in PLAN_SCHEMA if name != "caption" or has_captions]
     return ordered.with_columns(
-        pl.Series("scene", columns["scene"], dtype=pl.String),
-        pl.Series("transition", columns["transition"], dtype=pl.String),
-        pl.Series("stinger", columns["stinger"], dtype=pl.Boolean),
-        pl.Series("crossfade_s", columns["crossfade_s"], dtype=pl.Float64),
+        pl.Series(name, columns[name], dtype=PLAN_SCHEMA[name]) for name in names
     )
