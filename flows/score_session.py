@@ -111,6 +111,34 @@ def score_session(
         frame = plan_transitions(frame, settings.profile_model)
     with _timed(timings, "render"):
         rendered, audio_id = render_music(frame, settings, out_dir / "segments")
+    generated = Generated(loaded, frame, rendered, text_id, audio_id, text_stats)
+    return deliver_outputs(generated, Path(input_path), out_dir, settings, video, timings)
+
+
+@dataclass
+class Generated:
+    """What the stages up to rendering made of one input, ready to be delivered."""
+
+    loaded: ingest.IngestResult
+    frame: pl.DataFrame  # planned windows
+    rendered: render.RenderResult
+    text_id: dict
+    audio_id: dict
+    text_stats: dict
+
+
+def deliver_outputs(
+    generated: Generated,
+    input_path: Path,
+    out_dir: Path,
+    settings: Settings,
+    video: Path | None,
+    timings: dict[str, float],
+) -> ScoreReport:
+    """Stitch, mux and write every deliverable; shared with the archive flow, which renders
+    many recordings in one pool and then delivers each one with this."""
+    loaded, frame, rendered = generated.loaded, generated.frame, generated.rendered
+    text_id, audio_id, text_stats = generated.text_id, generated.audio_id, generated.text_stats
     with _timed(timings, "stitch"):
         tracks = stitch_tracks(frame, rendered, settings, out_dir)
     segments = deliver.segments_table(frame, tracks, text_id, audio_id)
