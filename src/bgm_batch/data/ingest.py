@@ -173,10 +173,11 @@ def read_capture_text(path: Path, root: Path, limits: IngestSettings) -> str:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise _Rejected(f"cannot open: {exc.strerror}") from exc
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _Rejected(f"{_file_kind(mode)}, not a regular file (not read)")
     with os.fdopen(fd, "rb") as file:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise _Rejected(f"{_file_kind(mode)}, not a regular file (not read)")
         data = file.read(limits.max_file_bytes + 1)
     if len(data) > limits.max_file_bytes:
         raise _Rejected(f"file larger than ingest.max_file_bytes ({limits.max_file_bytes} bytes)")
