@@ -67,16 +67,22 @@ class IngestSettings(BaseModel):
 
 
 class MuxSettings(BaseModel):
-    """Putting the track under the gameplay video."""
+    """Putting the track under the gameplay video and mastering the final mix."""
 
-    music_gain_db: float = -3.0
+    target_lufs: float = Field(-14.0, le=0)  # integrated loudness of scored.mp4 (video platforms)
+    true_peak_dbtp: float = Field(-1.0, le=0)  # true-peak ceiling of scored.mp4
+    sample_rate: int = Field(48000, ge=8000)  # of scored.mp4's audio, whatever the source's
+    music_gain_db: float = -6.0  # music relative to track.flac, before ducking and mastering
     duck: bool = True
-    duck_threshold: float = 0.03
-    duck_ratio: float = 8.0
-    duck_attack_ms: float = 20.0
-    duck_release_ms: float = 400.0
-    fade_out_seconds: float = 3.0
-    max_length_mismatch_seconds: float = 60.0
+    duck_depth_db: float = Field(12.0, ge=0)  # music reduction while the game audio is loud
+    duck_threshold: float = Field(0.03, gt=0, le=1)  # game audio RMS level that counts as loud
+    duck_attack_ms: float = Field(80.0, gt=0)
+    duck_release_ms: float = Field(600.0, gt=0)
+    fade_out_seconds: float = Field(3.0, ge=0)
+    video_offset_seconds: float = 0.0  # where capture time 0 falls in the video
+    fit: Literal["trim", "error"] = "error"  # a video shorter than the recording: cut or refuse
+    short_video_tolerance_seconds: float = Field(1.0, ge=0)  # shorter by this much is not "short"
+    max_length_mismatch_seconds: float = 60.0  # a longer video: how much music may be looped
 
 
 class ArchiveSettings(BaseModel):
@@ -86,6 +92,20 @@ class ArchiveSettings(BaseModel):
     workers: int = Field(1, ge=1)  # local threads, or the local Dask/Ray cluster's workers
     address: str | None = None  # an existing Dask scheduler (tcp://...) or Ray cluster (ray://...)
     model_gpus: float = Field(0.0, ge=0)  # GPUs each model task requests on the cluster
+
+
+class LibrarySettings(BaseModel):
+    """Library mode (``--audio library:INDEX_DIR``): ranking, refinement, explanations."""
+
+    clap_model: str | None = None  # ClapModel hub id or folder for `library index` (optional)
+    feedback: str | None = None  # a refinement turn, e.g. "less vocals, more epic strings"
+    feedback_for: str | None = None  # its scope: a scene substring or a time range "60-180"
+    text_weight: float = 1.0  # description embedding vs. the stretch's captions
+    feature_weight: float = 0.5  # measured energy, tempo and mode vs. what the captions ask
+    clap_weight: float = 0.5  # CLAP audio vs. caption text (indexes built with a CLAP model)
+    fit_margin: float = Field(0.15, ge=0)  # tracks this close to the best count as fitting
+    llm_reasons: bool = True  # with a text backend other than template, the LLM writes reasons
+    device: str = "cpu"
 
 
 class Settings(BaseSettings):
@@ -101,6 +121,7 @@ class Settings(BaseSettings):
     mux: MuxSettings = Field(default_factory=MuxSettings)
     archive: ArchiveSettings = Field(default_factory=ArchiveSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    library: LibrarySettings = Field(default_factory=LibrarySettings)
 
     @property
     def profile_model(self) -> Profile:

@@ -1,4 +1,5 @@
-"""Mux stage on real ffmpeg runs with short synthetic videos and tracks."""
+"""Mux stage on real ffmpeg runs with short synthetic videos and tracks: placement, fit,
+ducking depth and mastering (loudness and true peak measured independently of ffmpeg)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ from pathlib import Path
 
 import ffmpeg
 import numpy as np
+import pyloudnorm
 import pytest
 import soundfile as sf
+from scipy.signal import resample_poly
 
 from bgm_batch.settings import MuxSettings
 from bgm_batch.stages.mux import (
     FfmpegMissingError,
     LengthMismatchError,
+    MuxReport,
     UnreadableVideoError,
-    check_lengths,
+    check_fit,
     fit_track_to_length,
     mux_video,
     probe_media,
@@ -25,6 +29,8 @@ VIDEO_S = 6.0
 LOUD_UNTIL_S = 3.0  # the game audio is a loud 3 kHz tone until here, then silence
 MUSIC_HZ = 200.0
 SR = 48000
+GAME_SR = 22050  # the game audio's rate: the mix must still come out at 48 kHz
+HIGH_HZ = 15000.0  # music content a 22.05 kHz mix would lose
 LONG_VIDEO_S = 16.0  # long enough that the mux streams the track's head and fits only its tail
 
 
@@ -33,7 +39,7 @@ def _lavfi_video(path: Path, seconds: float, *, with_audio: bool) -> Path:
     args += ["-i", f"testsrc=size=160x120:rate=10:duration={seconds}"]
     if with_audio:
         tone = f"if(lt(t\\,{LOUD_UNTIL_S})\\,0.5*sin(2*PI*3000*t)\\,0)"
-        args += ["-f", "lavfi", "-i", f"aevalsrc={tone}:s=44100:d={seconds}", "-c:a", "aac"]
+        args += ["-f", "lavfi", "-i", f"aevalsrc={tone}:s={GAME_SR}:d={seconds}", "-c:a", "aac"]
     subprocess.run([*args, "-c:v", "libx264", "-preset", "ultrafast", str(path)], check=True)
     return path
 
@@ -56,8 +62,10 @@ def silent_video(media: Path) -> Path:
 def _track(path: Path, seconds: float) -> Path:
     t = np.arange(int(seconds * SR)) / SR
     # the tone for band measurements, plus a glide so that any misplaced sample shows
-    tone = 0.3 * np.sin(2 * np.pi * MUSIC_HZ * t) + 0.05 * np.sin(
-        2 * np.pi * 331 * t * (1 + t / 40)
+    tone = (
+        0.3 * np.sin(2 * np.pi * MUSIC_HZ * t)
+        + 0.05 * np.sin(2 * np.pi * 331 * t * (1 + t / 40))
+        + 0.02 * np.sin(2 * np.pi * HIGH_HZ * t)
     )
     sf.write(str(path), np.stack([tone, tone], axis=1), SR)
     return path
@@ -97,7 +105,7 @@ def _rms(audio: np.ndarray, start_s: float, end_s: float) -> float:
 def test_probe_media_reads_duration_audio_and_codec(game_video: Path, silent_video: Path) -> None:
     game, silent = probe_media(game_video), probe_media(silent_video)
     assert game.duration_s == pytest.approx(VIDEO_S, abs=0.05)
-    assert (game.has_audio, game.video_codec, game.audio_sample_rate) == (True, "h264", 44100)
+    assert (game.has_audio, game.video_codec, game.audio_sample_rate) == (True, "h264", GAME_SR)
     assert (silent.has_audio, silent.audio_sample_rate) == (False, None)
 
 
@@ -121,10 +129,26 @@ def test_missing_ffmpeg_says_how_to_install(
         mux_video(game_video, tmp_path / "t.flac", tmp_path / "out.mp4", MuxSettings())
 
 
-def test_check_lengths_states_both_durations() -> None:
-    check_lengths(100.0, 130.0, 60.0)
-    with pytest.raises(LengthMismatchError, match=r"video lasts 20\.0 s but the recording 95\.5 s"):
-        check_lengths(20.0, 95.5, 60.0)
+def test_check_fit_refuses_a_short_video_unless_trimming() -> None:
+    settings = MuxSettings()
+    assert check_fit(100.0, 100.5, settings) == pytest.approx(0.5)  # within the tolerance
+    assert check_fit(130.0, 100.0, settings) == 0.0  # longer: padded
+    with pytest.raises(
+        LengthMismatchError, match=r"lasts 20\.0 s but the recording 95\.5 s.*--fit trim"
+    ):
+        check_fit(20.0, 95.5, settings)
+    assert check_fit(20.0, 95.5, settings.model_copy(update={"fit": "trim"})) == pytest.approx(75.5)
+    with pytest.raises(LengthMismatchError, match="is it the right video"):
+        check_fit(200.0, 95.5, settings)
+
+
+def test_check_fit_counts_the_video_offset() -> None:
+    late = MuxSettings(video_offset_seconds=30.0)
+    with pytest.raises(LengthMismatchError, match="placed at 30 s in the video"):
+        check_fit(100.0, 90.0, late)
+    assert check_fit(100.0, 110.0, MuxSettings(video_offset_seconds=-10.0)) == 0.0
+    with pytest.raises(LengthMismatchError, match="outside the video"):
+        check_fit(100.0, 50.0, MuxSettings(video_offset_seconds=120.0))
 
 
 def test_fit_trims_with_a_fade_ending_at_the_end() -> None:
@@ -153,34 +177,85 @@ def test_fit_pads_with_the_final_segment_not_silence() -> None:
     assert np.array_equal(fit_track_to_length(audio, sr, 15.0, 3.0), audio)
 
 
-def test_mux_copies_video_and_ducks_music_under_game_audio(
+def _db(x: float) -> float:
+    return 20 * np.log10(x)
+
+
+def _true_peak_db(audio: np.ndarray) -> float:
+    """True peak by 4x oversampling (ITU-R BS.1770), independently of ffmpeg's meter."""
+    return _db(float(np.max(np.abs(resample_poly(audio, 4, 1, axis=0)))))
+
+
+def _decode_stereo(path: Path) -> np.ndarray:
+    out, _ = (
+        ffmpeg.input(str(path))
+        .output("pipe:", format="f32le", ac=2, ar=SR)
+        .run(capture_stdout=True, quiet=True)
+    )
+    return np.frombuffer(out, dtype=np.float32).reshape(-1, 2)
+
+
+def test_mux_masters_to_the_loudness_target_at_48k(game_video: Path, tmp_path: Path) -> None:
+    track = _track(tmp_path / "track.flac", VIDEO_S)
+    report = mux_video(game_video, track, tmp_path / "scored.mp4", MuxSettings())
+    audio = _decode_stereo(tmp_path / "scored.mp4")
+    stream = ffmpeg.probe(str(tmp_path / "scored.mp4"), select_streams="a:0")["streams"][0]
+    assert int(stream["sample_rate"]) == SR  # not the game audio's 22.05 kHz
+    assert _band_rms(audio[:, 0], 4.0, 5.0, HIGH_HZ) > 1e-3  # content above 11 kHz survives
+    loudness = pyloudnorm.Meter(SR).integrated_loudness(audio)
+    assert loudness == pytest.approx(-14.0, abs=1.0)
+    assert _true_peak_db(audio) <= -1.0
+    assert report.loudness_lufs == pytest.approx(loudness, abs=0.5)  # ffmpeg's ebur128 agrees
+    assert report.true_peak_dbtp <= -1.0 and report.sample_rate == SR
+    quieter = mux_video(game_video, track, tmp_path / "quiet.mp4", MuxSettings(target_lufs=-23.0))
+    assert quieter.loudness_lufs == pytest.approx(-23.0, abs=1.0)
+    assert report.to_json()["out"] == str(tmp_path / "scored.mp4")
+
+
+def test_ducking_lowers_the_music_by_its_depth_while_the_game_is_loud(
     game_video: Path, tmp_path: Path
 ) -> None:
     track = _track(tmp_path / "track.flac", 8.0)  # longer than the video: trimmed
-    ducked_out, plain_out = tmp_path / "ducked.mp4", tmp_path / "plain.mp4"
-    settings = MuxSettings(fade_out_seconds=1.0, music_gain_db=0.0)
-    ducked = mux_video(game_video, track, ducked_out, settings)
-    plain = mux_video(game_video, track, plain_out, settings.model_copy(update={"duck": False}))
-
+    settings = MuxSettings(fade_out_seconds=1.0, fit="trim")
+    ducked = mux_video(game_video, track, tmp_path / "ducked.mp4", settings)
+    plain_settings = settings.model_copy(update={"duck": False})
+    plain = mux_video(game_video, track, tmp_path / "plain.mp4", plain_settings)
     assert (ducked.audio_path, plain.audio_path, ducked.fit) == ("ducked", "mixed", "trimmed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ducked.mp4", "plain.mp4", "track.flac"]
-    src, out = _video_stream(game_video), _video_stream(ducked_out)
+    src, out = _video_stream(game_video), _video_stream(tmp_path / "ducked.mp4")
     for key in ("codec_name", "nb_frames", "bit_rate", "width", "height"):
         assert out[key] == src[key]
-    assert _video_md5(ducked_out) == _video_md5(game_video)
+    assert _video_md5(tmp_path / "ducked.mp4") == _video_md5(game_video)
     for report in (ducked, plain):
         assert report.audio_duration_s == pytest.approx(VIDEO_S, abs=0.1)
 
-    with_duck, without = _decode(ducked_out), _decode(plain_out)
-    loud, quiet = (0.5, 2.5), (3.6, 4.8)  # quiet: after the release, before the fade
-    assert _band_rms(with_duck, *loud, MUSIC_HZ) < 0.3 * _band_rms(without, *loud, MUSIC_HZ)
-    assert _band_rms(with_duck, *quiet, MUSIC_HZ) == pytest.approx(
-        _band_rms(without, *quiet, MUSIC_HZ), rel=0.15
+    # music under the loud game audio vs the same music once the game is quiet, in one file
+    loud, quiet = (1.0, 2.8), (3.8, 4.8)  # quiet: after the release, before the fade
+    depth = {
+        name: _db(_band_rms(a, *loud, MUSIC_HZ) / _band_rms(a, *quiet, MUSIC_HZ))
+        for name, a in (
+            ("ducked", _decode(tmp_path / "ducked.mp4")),
+            ("plain", _decode(tmp_path / "plain.mp4")),
+        )
+    }
+    assert depth["plain"] == pytest.approx(0.0, abs=0.5)
+    assert depth["ducked"] == pytest.approx(-settings.duck_depth_db, abs=1.0)
+    gentle = mux_video(
+        game_video,
+        track,
+        tmp_path / "gentle.mp4",
+        settings.model_copy(update={"duck_depth_db": 4.0}),
     )
-    assert _rms(with_duck, *loud) < _rms(without, *loud)
-    assert _band_rms(with_duck, *loud, 3000.0) == pytest.approx(
-        _band_rms(without, *loud, 3000.0), rel=0.1
-    )  # the game audio itself is untouched
+    a = _decode(tmp_path / "gentle.mp4")
+    assert _db(_band_rms(a, *loud, MUSIC_HZ) / _band_rms(a, *quiet, MUSIC_HZ)) == pytest.approx(
+        -4.0, abs=1.0
+    )
+    assert gentle.audio_path == "ducked"
+
+
+def _gain(report: MuxReport, settings: MuxSettings) -> float:
+    """The linear gain the music went through: music gain then the mastering gain."""
+    return 10 ** ((settings.music_gain_db + report.gain_db) / 20)
 
 
 @pytest.mark.parametrize(("track_s", "fit"), [(14.0, "padded"), (18.0, "trimmed")])
@@ -188,23 +263,44 @@ def test_mux_music_only_is_the_fitted_track(
     silent_video: Path, tmp_path: Path, track_s: float, fit: str
 ) -> None:
     track = _track(tmp_path / "track.flac", track_s)
-    report = mux_video(silent_video, track, tmp_path / "scored.mp4", MuxSettings())
+    settings = MuxSettings(fit="trim")
+    report = mux_video(silent_video, track, tmp_path / "scored.mp4", settings)
     assert (report.audio_path, report.fit) == ("music-only", fit)
+    assert report.cut_s == pytest.approx(max(0.0, track_s - LONG_VIDEO_S))
     assert report.audio_duration_s == pytest.approx(LONG_VIDEO_S, abs=0.1)
     audio = _decode(tmp_path / "scored.mp4")
     whole, _ = sf.read(str(track), dtype="float32")
     expected = fit_track_to_length(whole[:, 0], SR, LONG_VIDEO_S, fade_out_s=3.0)
+    expected = expected * _gain(report, settings)
     assert audio.shape == expected.shape
-    assert np.max(np.abs(audio - expected)) < 0.01  # AAC error only: no gap or click at joins
+    assert np.max(np.abs(audio - expected)) < 0.02  # AAC error only: no gap or click at joins
     assert _rms(audio, 14.2, 14.8) > 0.5 * _rms(audio, 1.0, 2.0)  # music to the end...
     assert _rms(audio, LONG_VIDEO_S - 0.05, LONG_VIDEO_S) < 0.02  # ...fading with the picture
 
 
+@pytest.mark.parametrize("offset_s", [2.5, -3.0])
+def test_video_offset_places_capture_time_zero(
+    silent_video: Path, tmp_path: Path, offset_s: float
+) -> None:
+    track = _track(tmp_path / "track.flac", LONG_VIDEO_S - offset_s)
+    settings = MuxSettings(video_offset_seconds=offset_s)
+    report = mux_video(silent_video, track, tmp_path / "scored.mp4", settings)
+    assert (report.fit, report.video_offset_s, report.cut_s) == ("exact", offset_s, 0.0)
+    audio = _decode(tmp_path / "scored.mp4")
+    whole, _ = sf.read(str(track), dtype="float32")
+    lead, skip = int(max(offset_s, 0) * SR), int(max(-offset_s, 0) * SR)
+    expected = np.concatenate([np.zeros(lead, np.float32), whole[skip:, 0]])
+    assert audio.shape == expected.shape
+    body = slice(lead + SR // 10, len(expected) - SR)  # away from the start and the end
+    np.testing.assert_allclose(audio[body], expected[body] * _gain(report, settings), atol=0.02)
+    if offset_s > 0:  # silence before capture time 0
+        assert _rms(audio, 0.0, offset_s - 0.1) < 1e-3
+
+
 def test_mux_refuses_a_video_far_from_the_recording(game_video: Path, tmp_path: Path) -> None:
     track = _track(tmp_path / "track.flac", 8.0)
-    settings = MuxSettings(max_length_mismatch_seconds=1.0)
-    with pytest.raises(LengthMismatchError, match=r"6\.0 s but the recording 8\.0 s"):
-        mux_video(game_video, track, tmp_path / "out.mp4", settings)
+    with pytest.raises(LengthMismatchError, match=r"6\.0 s but the recording 8\.0 s.*--fit trim"):
+        mux_video(game_video, track, tmp_path / "out.mp4", MuxSettings())
     with pytest.raises(LengthMismatchError, match=r"6\.0 s but the recording 100\.0 s"):
         mux_video(game_video, track, tmp_path / "out.mp4", MuxSettings(), recording_s=100.0)
     assert not (tmp_path / "out.mp4").exists()

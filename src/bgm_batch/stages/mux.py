@@ -1,17 +1,23 @@
-"""Mux stage: put the stitched track under the gameplay video.
+"""Mux stage: put the stitched track under the gameplay video and master the final mix.
 
 The video stream is copied bit for bit (no re-encode: no quality loss, seconds instead of
-minutes). When the video has its own audio, the music is ducked under it with a sidechain
-compressor keyed on the game audio and then mixed with it, so dialogue and effects stay
-audible; when it has none, the music is the only audio. The track is first fitted to the
-video's length so the audio ends exactly with the picture, with a fade instead of a cut.
+minutes). The music is placed at ``video_offset_seconds`` (where capture time 0 falls in the
+video) and fitted to the video's end with a fade instead of a cut. When the video has its own
+audio, the music is ducked by ``duck_depth_db`` while the game audio is loud (a sidechain gate
+keyed on the game audio, subtracted from the music: the depth is exact, never more) and mixed
+with it. The mix is then mastered: resampled to ``sample_rate`` whatever the source's rate,
+measured (EBU R128, ffmpeg's ebur128), brought to ``target_lufs`` and held under the
+true-peak ceiling by a limiter running at four times the rate. ``track.flac`` keeps its own
+loudness target for editors who mix themselves.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,25 +26,28 @@ import numpy as np
 import soundfile as sf
 
 from bgm_batch.atomic import atomic_path
+from bgm_batch.errors import BgmError
 from bgm_batch.settings import MuxSettings
 
 LOOP_SECONDS = 10.0  # how much of the track's end is repeated when padding: a musical phrase
 LOOP_CROSSFADE_SECONDS = 0.5
+LIMITER_RATE = 192000  # the limiter runs at 4x 48 kHz, so its sample peaks track true peaks
+AAC_HEADROOM_DB = 0.5  # AAC encoding overshoots peaks a little: the limiter aims this far below
 
 
-class FfmpegMissingError(RuntimeError):
+class FfmpegMissingError(BgmError, RuntimeError):
     """ffmpeg or ffprobe is not installed."""
 
 
-class UnreadableVideoError(ValueError):
+class UnreadableVideoError(BgmError, ValueError):
     """ffprobe cannot read the file, or it holds no video stream."""
 
 
-class LengthMismatchError(ValueError):
+class LengthMismatchError(BgmError, ValueError):
     """The video and the recording are too far apart in length to belong together."""
 
 
-class MuxError(RuntimeError):
+class MuxError(BgmError, RuntimeError):
     """ffmpeg failed while muxing; the message holds the end of its log."""
 
 
@@ -53,13 +62,21 @@ class MediaInfo:
     audio_sample_rate: int | None
 
 
+@dataclass(frozen=True)
+class Loudness:
+    """EBU R128 integrated loudness and true peak of an audio stream (-inf for silence)."""
+
+    integrated_lufs: float
+    true_peak_dbtp: float
+
+
 AudioPath = Literal["ducked", "mixed", "music-only"]
 Fit = Literal["trimmed", "padded", "exact"]
 
 
 @dataclass(frozen=True)
 class MuxReport:
-    """What the mux did: which audio path ran, how the track was fitted, resulting lengths."""
+    """What the mux did: audio path, fit, placement, lengths, and the mastering it measured."""
 
     out: Path
     audio_path: AudioPath
@@ -67,10 +84,21 @@ class MuxReport:
     video_duration_s: float
     track_duration_s: float
     audio_duration_s: float
+    video_offset_s: float = 0.0
+    cut_s: float = 0.0  # recorded music that fell after the video's end
+    sample_rate: int = 0
+    mix_lufs: float = -math.inf  # the mix before mastering
+    gain_db: float = 0.0  # applied to the mix before the limiter
+    loudness_lufs: float = -math.inf  # scored.mp4 as written
+    true_peak_dbtp: float = -math.inf
 
     def to_json(self) -> dict[str, Any]:
-        """JSON-able form for the manifest."""
-        return {**self.__dict__, "out": str(self.out)}
+        """JSON-able form for the manifest (non-finite levels become null)."""
+        data = {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in asdict(self).items()
+        }
+        return {**data, "out": str(self.out)}
 
 
 def _require(tool: str) -> None:
@@ -95,6 +123,7 @@ def probe_media(path: Path) -> MediaInfo:
         probe = ffmpeg.probe(str(path))
     except ffmpeg.Error as exc:
         message = exc.stderr.decode(errors="replace").strip() if exc.stderr else str(exc)
+        message = message.splitlines()[-1] if message else "unknown error"
         raise UnreadableVideoError(f"{path}: ffprobe cannot read it: {message}") from exc
     streams, fmt = probe.get("streams", []), probe.get("format", {})
     video = next((s for s in streams if s.get("codec_type") == "video"), None)
@@ -114,18 +143,35 @@ def probe_media(path: Path) -> MediaInfo:
     )
 
 
-def check_lengths(video_s: float, recording_s: float, max_mismatch_s: float) -> None:
-    """Refuse a video and recording whose lengths differ by more than ``max_mismatch_s``.
+def check_fit(video_s: float, recording_s: float, settings: MuxSettings) -> float:
+    """Check that a video can carry the recording's music; return the seconds of music cut.
 
-    A large gap means the wrong video was paired with the recording, which no fade can hide.
+    The music spans ``video_offset_seconds`` to ``video_offset_seconds + recording_s`` in the
+    video. A video that ends earlier than that (beyond ``short_video_tolerance_seconds``) is
+    refused unless ``fit`` is "trim"; one that runs on for more than
+    ``max_length_mismatch_seconds`` past the music is refused as the wrong video (no loop can
+    fill that much).
     """
-    gap = abs(video_s - recording_s)
-    if gap > max_mismatch_s:
+    music_end = settings.video_offset_seconds + recording_s
+    if settings.video_offset_seconds >= video_s or music_end <= 0:
+        raise LengthMismatchError(
+            f"--video-offset {settings.video_offset_seconds:g} s places the recording "
+            f"({recording_s:.1f} s) outside the video (0 to {video_s:.1f} s)"
+        )
+    short = music_end - video_s
+    if short > settings.short_video_tolerance_seconds and settings.fit == "error":
+        raise LengthMismatchError(
+            f"the video lasts {video_s:.1f} s but the recording {recording_s:.1f} s "
+            f"(placed at {settings.video_offset_seconds:g} s in the video): {short:.1f} s of "
+            "music would be cut; pass --fit trim to cut it, or --video-offset to place it"
+        )
+    if -short > settings.max_length_mismatch_seconds:
         raise LengthMismatchError(
             f"the video lasts {video_s:.1f} s but the recording {recording_s:.1f} s: "
-            f"{gap:.1f} s apart, more than mux.max_length_mismatch_seconds={max_mismatch_s:g}; "
-            "is it the right video for this recording?"
+            f"{-short:.1f} s apart, more than mux.max_length_mismatch_seconds="
+            f"{settings.max_length_mismatch_seconds:g}; is it the right video for this recording?"
         )
+    return max(0.0, short)
 
 
 def _fade_out(audio: np.ndarray, samples: int) -> np.ndarray:
@@ -185,59 +231,145 @@ def _fit_kind(track_samples: int, target_samples: int) -> Fit:
     return "padded" if track_samples < target_samples else "exact"
 
 
-def _fitted_music(track: Path, duration_s: float, fade_out_s: float, workdir: Path) -> Any:
-    """The music as an ffmpeg node fitted to ``duration_s`` (see ``fit_track_to_length``).
+@dataclass(frozen=True)
+class _PlacedMusic:
+    """The track as placed in the video: ``lead_s`` of silence, then track samples
+    ``[start, head_end)`` streamed untouched, then the fitted ``tail`` file."""
 
-    Only the tail that fitting changes is decoded into memory and written to ``workdir``; the
-    head streams from the track untouched and is joined to it sample-exactly, so an hour-long
-    track costs no more memory than a minute-long one.
+    track: Path
+    start: int
+    head_end: int
+    tail: Path
+    lead_s: float
+    fit: Fit
+
+    def node(self) -> Any:
+        """A fresh ffmpeg node of the placed music (one per ffmpeg run)."""
+        music = ffmpeg.input(str(self.tail)).audio.filter("aformat", sample_fmts="fltp")
+        if self.head_end > self.start:
+            head = ffmpeg.input(str(self.track)).audio.filter(
+                "atrim", start_sample=self.start, end_sample=self.head_end
+            )
+            head = head.filter("asetpts", "PTS-STARTPTS").filter("aformat", sample_fmts="fltp")
+            music = ffmpeg.concat(head, music, v=0, a=1)
+        if self.lead_s > 0:
+            music = music.filter("adelay", delays=f"{round(self.lead_s * 1000)}", all=1)
+        return music
+
+
+def _place_music(track: Path, video_s: float, settings: MuxSettings, workdir: Path) -> _PlacedMusic:
+    """Place the track at ``video_offset_seconds`` and fit it to the video's end.
+
+    Only the tail that fitting changes (see ``fit_track_to_length``) is decoded into memory
+    and written to ``workdir``; the head streams from the track untouched and is joined to it
+    sample-exactly, so an hour-long track costs no more memory than a minute-long one.
     """
     info = sf.info(str(track))
-    sample_rate = info.samplerate
-    target = round(duration_s * sample_rate)
-    margin = int((LOOP_SECONDS + fade_out_s) * sample_rate) + 1  # all that fitting can touch
-    head = max(0, min(info.frames, target) - margin)
-    tail, _ = sf.read(str(track), start=head, dtype="float32", always_2d=True)
-    fitted = fit_track_to_length(tail.T, sample_rate, (target - head) / sample_rate, fade_out_s)
+    rate, offset = info.samplerate, settings.video_offset_seconds
+    lead_s = max(0.0, offset)
+    start = round(max(0.0, -offset) * rate)  # capture before the video: its music is skipped
+    needed = round((video_s - lead_s) * rate)
+    target = start + needed
+    margin = int((LOOP_SECONDS + settings.fade_out_seconds) * rate) + 1  # all fitting touches
+    head_end = max(start, min(info.frames, target) - margin)
+    tail, _ = sf.read(str(track), start=head_end, dtype="float32", always_2d=True)
+    fitted = fit_track_to_length(
+        tail.T, rate, (target - head_end) / rate, settings.fade_out_seconds
+    )
     tail_path = workdir / "tail.wav"
-    sf.write(str(tail_path), fitted.T, sample_rate, subtype="FLOAT")
-    tail_in = ffmpeg.input(str(tail_path)).audio.filter("aformat", sample_fmts="fltp")
-    if head == 0:
-        return tail_in
-    head_in = ffmpeg.input(str(track)).audio.filter("atrim", end_sample=head)
-    head_in = head_in.filter("aformat", sample_fmts="fltp")
-    return ffmpeg.concat(head_in, tail_in, v=0, a=1)
+    sf.write(str(tail_path), fitted.T, rate, subtype="FLOAT")
+    fit = _fit_kind(info.frames - start, needed)
+    return _PlacedMusic(Path(track), start, head_end, tail_path, lead_s, fit)
 
 
-def _audio_graph(
-    video_in: Any, music: Any, info: MediaInfo, settings: MuxSettings
+def _mix(
+    video_in: Any, music: _PlacedMusic, info: MediaInfo, settings: MuxSettings
 ) -> tuple[Any, AudioPath]:
-    """The audio output node: music alone, or music (ducked or not) mixed with the game audio."""
+    """The unmastered mix at ``sample_rate``: music alone, or music (ducked or not) plus the
+    game audio."""
+    layout = {"sample_fmts": "fltp", "channel_layouts": "stereo"}
+    tune = music.node().filter("aresample", settings.sample_rate).filter("aformat", **layout)
+    tune = tune.filter("volume", f"{settings.music_gain_db}dB")
     if not info.has_audio:
-        return music, "music-only"
-    layout = {
-        "sample_fmts": "fltp",
-        "sample_rates": info.audio_sample_rate,
-        "channel_layouts": "stereo",
-    }
-    # padded so the game audio never ends the mix early; the fitted music sets the length
-    game = video_in["a:0"].filter("aformat", **layout).filter("apad")
-    music = music.filter("aformat", **layout).filter("volume", f"{settings.music_gain_db}dB")
+        return tune, "music-only"
+    # padded so the game audio never ends the mix early; the placed music sets the length
+    game = video_in["a:0"].filter("aresample", settings.sample_rate).filter("aformat", **layout)
+    game = game.filter("apad")
     path: AudioPath = "mixed"
-    if settings.duck:
+    if settings.duck and settings.duck_depth_db > 0:
         split = game.filter_multi_output("asplit", 2)
         game, key = split[0], split[1]
-        music = ffmpeg.filter(
-            [music, key],
-            "sidechaincompress",
-            threshold=settings.duck_threshold,
-            ratio=settings.duck_ratio,
-            attack=settings.duck_attack_ms,
-            release=settings.duck_release_ms,
-        )
+        tune = _ducked(tune, key, settings)
         path = "ducked"
-    mixed = ffmpeg.filter([game, music], "amix", inputs=2, duration="shortest", normalize=0)
+    mixed = ffmpeg.filter([game, tune], "amix", inputs=2, duration="shortest", normalize=0)
     return mixed, path
+
+
+def _ducked(tune: Any, key: Any, settings: MuxSettings) -> Any:
+    """``tune`` lowered by exactly ``duck_depth_db`` while ``key`` (the game audio) is loud.
+
+    A compressor's reduction grows with the key's level, so quiet footsteps barely duck and
+    a fight only a few dB; a gate keyed on the game audio instead passes the music whenever
+    the game is loud, and subtracting that share of it gives a fixed, bounded depth.
+    """
+    split = tune.filter_multi_output("asplit", 2)
+    dry, wet = split[0], split[1]
+    share = 1.0 - 10.0 ** (-settings.duck_depth_db / 20.0)
+    gated = ffmpeg.filter(
+        [wet, key],
+        "sidechaingate",
+        threshold=settings.duck_threshold,
+        ratio=9000,  # a hard gate: fully open above the threshold
+        range=0,
+        attack=settings.duck_attack_ms,
+        release=settings.duck_release_ms,
+    ).filter("volume", f"{-share:.6f}")
+    return ffmpeg.filter([dry, gated], "amix", inputs=2, duration="first", normalize=0)
+
+
+def _master(mix: Any, gain_db: float, settings: MuxSettings) -> Any:
+    """``mix`` raised by ``gain_db`` and held under the true-peak ceiling by a limiter at
+    ``LIMITER_RATE``, then back at ``sample_rate``."""
+    ceiling = 10.0 ** ((settings.true_peak_dbtp - AAC_HEADROOM_DB) / 20.0)
+    limited = (
+        mix.filter("volume", f"{gain_db:.3f}dB")
+        .filter("aresample", LIMITER_RATE)
+        .filter("alimiter", limit=ceiling, level=0, latency=1, attack=5, release=100)
+    )
+    return limited.filter("aresample", settings.sample_rate)
+
+
+_SUMMARY = re.compile(r"Summary:.*?I:\s+(\S+) LUFS.*?Peak:\s+(\S+) dBFS", re.S)
+SILENCE_LUFS = -70.0  # ebur128's floor: below it there is nothing to normalise
+
+
+def _loudness(audio: Any) -> Loudness:
+    """Integrated loudness and true peak of an ffmpeg audio node (EBU R128, ffmpeg ebur128)."""
+    stream = audio.filter("ebur128", peak="true", framelog="verbose")
+    try:
+        _, err = stream.output("-", format="null").run(capture_stdout=True, capture_stderr=True)
+    except ffmpeg.Error as exc:
+        log = exc.stderr.decode(errors="replace")[-2000:] if exc.stderr else ""
+        raise MuxError(f"ffmpeg failed measuring loudness:\n{log}") from exc
+    found = _SUMMARY.findall(err.decode(errors="replace"))
+    if not found:
+        raise MuxError("ffmpeg's ebur128 printed no loudness summary")
+    integrated, peak = found[-1]
+    return Loudness(float(integrated), float(peak))
+
+
+def measure_loudness(path: Path) -> Loudness:
+    """Integrated loudness and true peak of the first audio stream of ``path``."""
+    _require("ffmpeg")
+    return _loudness(ffmpeg.input(str(path)).audio)
+
+
+def _run(stream: Any, what: str) -> None:
+    try:
+        stream.run(capture_stdout=True, capture_stderr=True, overwrite_output=True)
+    except ffmpeg.Error as exc:
+        log = exc.stderr.decode(errors="replace")[-2000:] if exc.stderr else ""
+        raise MuxError(f"ffmpeg failed {what}:\n{log}") from exc
 
 
 def mux_video(
@@ -248,9 +380,11 @@ def mux_video(
     *,
     recording_s: float | None = None,
 ) -> MuxReport:
-    """Write ``out``: ``video``'s picture (copied) with ``track`` fitted under it, as AAC.
+    """Write ``out``: ``video``'s picture (copied) with the mastered mix under it, as AAC.
 
-    ``recording_s`` is the recording's length for the mismatch check; the track's length
+    Two passes over the mix: the first measures its loudness, the second applies the gain to
+    ``target_lufs`` and the limiter while muxing; the written file is measured again for the
+    report. ``recording_s`` is the recording's length for the fit check; the track's length
     stands in for it when not given (the track covers the recording's windows).
     """
     _require("ffmpeg")
@@ -259,34 +393,44 @@ def mux_video(
         raise UnreadableVideoError(f"{video}: no video stream")
     track_info = sf.info(str(track))
     track_s = track_info.frames / track_info.samplerate
-    check_lengths(
-        info.duration_s,
-        track_s if recording_s is None else recording_s,
-        settings.max_length_mismatch_seconds,
-    )
+    cut_s = check_fit(info.duration_s, track_s if recording_s is None else recording_s, settings)
     with tempfile.TemporaryDirectory(prefix="bgm-mux-") as tmpdir:
-        music = _fitted_music(track, info.duration_s, settings.fade_out_seconds, Path(tmpdir))
+        music = _place_music(Path(track), info.duration_s, settings, Path(tmpdir))
+        mix_lufs = _loudness(_mix(ffmpeg.input(str(video)), music, info, settings)[0])
+        gain_db = 0.0
+        if mix_lufs.integrated_lufs > SILENCE_LUFS:
+            gain_db = settings.target_lufs - mix_lufs.integrated_lufs
         video_in = ffmpeg.input(str(video))
-        audio_out, path = _audio_graph(video_in, music, info, settings)
+        mixed, path = _mix(video_in, music, info, settings)
         with atomic_path(Path(out)) as tmp:
             stream = ffmpeg.output(
                 video_in["v:0"],
-                audio_out,
+                _master(mixed, gain_db, settings),
                 str(tmp),
                 vcodec="copy",
                 acodec="aac",
                 audio_bitrate="192k",
+                ar=settings.sample_rate,
                 aac_coder="fast",  # the default two-loop coder took ~3x the time on a 31 min mux
                 movflags="+faststart",
             )
-            try:
-                stream.run(capture_stdout=True, capture_stderr=True, overwrite_output=True)
-            except ffmpeg.Error as exc:
-                log = exc.stderr.decode(errors="replace")[-2000:] if exc.stderr else ""
-                raise MuxError(f"ffmpeg failed muxing {video} with {track}:\n{log}") from exc
-    result = probe_audio_duration(Path(out))
-    fit = _fit_kind(track_info.frames, round(info.duration_s * track_info.samplerate))
-    return MuxReport(Path(out), path, fit, info.duration_s, track_s, result)
+            _run(stream, f"muxing {video} with {track}")
+    final = measure_loudness(Path(out))
+    return MuxReport(
+        out=Path(out),
+        audio_path=path,
+        fit=music.fit,
+        video_duration_s=info.duration_s,
+        track_duration_s=track_s,
+        audio_duration_s=probe_audio_duration(Path(out)),
+        video_offset_s=settings.video_offset_seconds,
+        cut_s=cut_s,
+        sample_rate=settings.sample_rate,
+        mix_lufs=mix_lufs.integrated_lufs,
+        gain_db=gain_db,
+        loudness_lufs=final.integrated_lufs,
+        true_peak_dbtp=final.true_peak_dbtp,
+    )
 
 
 def probe_audio_duration(path: Path) -> float:
