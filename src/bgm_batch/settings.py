@@ -50,7 +50,7 @@ class AudioSettings(BaseModel):
     prompt_seconds: float = 3.0  # tail of the previous segment fed as the melodic anchor
     guidance_scale: float = 3.0
     top_k: int = 250
-    batch_size: int = 16
+    batch_size: int = Field(16, gt=0)
     sample_rate: int = 48000
     target_lufs: float = -16.0
     true_peak_dbtp: float = -1.0
@@ -83,6 +83,7 @@ class MuxSettings(BaseModel):
     fit: Literal["trim", "error"] = "error"  # a video shorter than the recording: cut or refuse
     short_video_tolerance_seconds: float = Field(1.0, ge=0)  # shorter by this much is not "short"
     max_length_mismatch_seconds: float = 60.0  # a longer video: how much music may be looped
+    max_stream_mismatch_seconds: float = Field(0.5, gt=0)  # scored.mp4 video vs audio vs input
 
 
 class ArchiveSettings(BaseModel):
