@@ -23,7 +23,16 @@ from prefect.cache_policies import NO_CACHE
 from bgm_batch.audio.protocol import AUDIO_BACKENDS
 from bgm_batch.data import ingest
 from bgm_batch.settings import Settings
-from bgm_batch.stages import characterize, deliver, export, mux, narrate, render
+from bgm_batch.stages import (
+    characterize,
+    deliver,
+    export,
+    media_check,
+    mux,
+    narrate,
+    publish,
+    render,
+)
 from bgm_batch.stages.transitions import plan_transitions
 from bgm_batch.text.prompts import prompt_template_hashes
 from bgm_batch.text.protocol import TEXT_BACKENDS
@@ -38,11 +47,14 @@ class ScoreReport:
     timings: dict[str, float] = field(default_factory=dict)
     scored_video: Path | None = None
     text_stats: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # gaps and other input notes
+    quarantine: pl.DataFrame = field(default_factory=pl.DataFrame)  # every rejected window
 
 
 @task(cache_policy=NO_CACHE)
 def load_windows(path: Path, settings: Settings, recording: str | None) -> ingest.IngestResult:
-    return deliver.select_recording(ingest.read_recording(path, settings.profile_model), recording)
+    loaded = ingest.read_recording(path, settings.profile_model, settings.ingest)
+    return deliver.select_recording(loaded, recording)
 
 
 @task(cache_policy=NO_CACHE)
@@ -83,6 +95,11 @@ def mux_video(video: Path, track: Path, out: Path, settings: Settings, recording
     return mux.mux_video(video, track, out, settings.mux, recording_s=recording_s)
 
 
+@task(cache_policy=NO_CACHE)
+def check_media(scored: Path, video: Path, settings: Settings) -> dict:
+    return media_check.check_scored_video(scored, video, settings.mux.max_stream_mismatch_seconds)
+
+
 @contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     started = time.perf_counter()
@@ -103,6 +120,7 @@ def score_session(
     timings: dict[str, float] = {}
     with _timed(timings, "ingest"):
         loaded = load_windows(Path(input_path), settings, recording)
+        deliver.require_one_recording(loaded, video)
     with _timed(timings, "characterize"):
         frame = characterize_windows(loaded.frame, settings)
     with _timed(timings, "narrate"):
@@ -139,8 +157,9 @@ def deliver_outputs(
     many recordings in one pool and then delivers each one with this."""
     loaded, frame, rendered = generated.loaded, generated.frame, generated.rendered
     text_id, audio_id, text_stats = generated.text_id, generated.audio_id, generated.text_stats
+    staging = publish.fresh_staging(out_dir)
     with _timed(timings, "stitch"):
-        tracks = stitch_tracks(frame, rendered, settings, out_dir)
+        tracks = stitch_tracks(frame, rendered, settings, staging)
     segments = deliver.segments_table(frame, tracks, text_id, audio_id)
     quarantine = deliver.all_quarantined(loaded, rendered, frame)
     scored, reports = None, {}
@@ -148,13 +167,15 @@ def deliver_outputs(
         with _timed(timings, "mux"):
             track = tracks.track_paths[segments["recording"][0]]
             report = mux_video(
-                Path(video), track, out_dir / "scored.mp4", settings, float(segments["end_s"].max())
+                Path(video), track, staging / "scored.mp4", settings, float(segments["end_s"].max())
             )
-        scored, reports = report.out, {"mux": report.to_json()}
+            whole = check_media(report.out, Path(video), settings)
+        scored = out_dir / report.out.name
+        reports = {"mux": {**report.to_json(), "out": str(scored)}, "media": whole}
     counts = deliver.counts(loaded, segments, quarantine, rendered)
     with _timed(timings, "export"):
         deliver.write_deliverables(
-            out_dir,
+            staging,
             segments,
             quarantine,
             tracks,
@@ -166,7 +187,9 @@ def deliver_outputs(
                 inputs=deliver.input_files(Path(input_path), video),
                 timings=timings,
                 counts=counts,
-                reports={"narrate": text_stats, **reports},
+                reports={"narrate": text_stats, "ingest": {"warnings": loaded.warnings}, **reports},
             ),
         )
-    return ScoreReport(out_dir, counts, timings, scored, text_stats)
+    publish.publish(staging, out_dir)
+    notes = {"warnings": loaded.warnings, "quarantine": quarantine}
+    return ScoreReport(out_dir, counts, timings, scored, text_stats, **notes)

@@ -7,6 +7,7 @@ failed, 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -31,33 +32,43 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _print_input_notes(warnings: list[str], quarantine: Any, limit: int = 20) -> None:
+    """Gap warnings and the first rejected windows, as import-capture and score print them."""
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    for row in quarantine.head(limit).to_dicts():
+        print(
+            f"rejected: {row['source']}, window {row['index']}, field {row['field']}: "
+            f"{row['reason']}",
+            file=sys.stderr,
+        )
+    if quarantine.height > limit:
+        print(f"rejected: ... {quarantine.height - limit} more in the quarantine", file=sys.stderr)
+
+
 # --- import-capture ------------------------------------------------------------------------
 
 
 @_command("import-capture")
 def _import_capture(args: argparse.Namespace) -> int:
     from bgm_batch.data.contract import write_parquet
-    from bgm_batch.data.game_profile import load_profile
     from bgm_batch.data.ingest import IngestError, read_recording
+    from bgm_batch.data.names import inside
+    from bgm_batch.settings import load_settings
 
+    settings = load_settings(None, {"profile": args.profile})
     try:
-        result = read_recording(args.capture_dir, load_profile(args.profile))
+        result = read_recording(args.capture_dir, settings.profile_model, settings.ingest)
     except IngestError as exc:
         return _fail(str(exc))
-    for warning in result.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for row in result.quarantine.head(20).to_dicts():
-        print(
-            f"rejected: {row['source']}, window {row['index']}, field {row['field']}: "
-            f"{row['reason']}",
-            file=sys.stderr,
-        )
+    _print_input_notes(result.warnings, result.quarantine)
     quarantine = args.quarantine or args.output.with_name(f"{args.output.stem}.quarantine.parquet")
     write_parquet(result.quarantine, quarantine, "quarantine")
     if args.split:
         for recording in result.recordings():
             part = result.frame.filter(result.frame["recording"] == recording)
-            write_parquet(part, args.output / f"{recording}.parquet", "recording")
+            target = inside(args.output, args.output / f"{recording}.parquet")
+            write_parquet(part, target, "recording")
     elif result.frame.height:
         write_parquet(result.frame, args.output, "recording")
     print(result.summary())
@@ -145,14 +156,17 @@ def _score(args: argparse.Namespace) -> int:
 
     configure_prefect()
     from bgm_batch.flows.score_session import score_session
+    from bgm_batch.stages import publish
 
     settings = load_settings(args.config, _score_overrides(args))
-    try:
-        report = score_session(
-            args.input, args.out, settings, video=args.video, recording=args.recording
-        )
-    except (ValueError, RuntimeError, FileNotFoundError) as exc:
-        return _fail(str(exc))
+    with publish.run_lock(args.out, sys.argv), publish.temp_files_under(args.out):
+        try:
+            report = score_session(
+                args.input, args.out, settings, video=args.video, recording=args.recording
+            )
+        except (ValueError, RuntimeError, FileNotFoundError) as exc:
+            return _fail(str(exc))
+    _print_input_notes(report.warnings, report.quarantine)
     counts = report.counts
     print(
         f"rows in: {counts['rows_in']}, accepted: {counts['accepted']}, "
@@ -420,16 +434,40 @@ def build_parser() -> argparse.ArgumentParser:
         "capture snapshots -> Algorithm 1 -> narrative -> music description -> audio -> video.",
     )
     parser.add_argument("--version", action="version", version=f"bgm-batch {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _PARSERS:
         add(sub)
     return parser
 
 
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    """SIGTERM unwinds like Ctrl-C: ``with`` blocks and ``subprocess.run`` stop their children."""
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point."""
+    """Console entry point: an error the user can fix is one line, a traceback needs --debug."""
+    from bgm_batch.errors import user_error_lines
+
     args = build_parser().parse_args(argv)
-    return _COMMANDS[args.command](args)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("bgm-batch: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        lines = user_error_lines(exc, getattr(args, "out", None))
+        if lines is None or args.debug:
+            raise
+        for line in lines:
+            _fail(line)
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import polars as pl
 
 from bgm_batch.data.contract import polars_schema, write_parquet
 from bgm_batch.data.ingest import IngestResult
+from bgm_batch.data.names import inside
+from bgm_batch.errors import BgmError
 from bgm_batch.settings import AudioSettings
 from bgm_batch.stages import export, stitch
 from bgm_batch.stages.render import RenderResult
@@ -42,9 +44,21 @@ def select_recording(result: IngestResult, recording: str | None) -> IngestResul
     return IngestResult(result.frame.filter(mine), quarantine, result.warnings)
 
 
+def require_one_recording(result: IngestResult, video: Path | None) -> None:
+    """A video goes under one recording: with several, make the user choose (--recording)."""
+    found = result.recordings()
+    if video is not None and len(found) > 1:
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise BgmError(
+            f"the input holds {len(found)} recordings ({shown}) and one --video; "
+            "choose the one under the video with --recording"
+        )
+
+
 def track_path(out_dir: Path, recording: str, recordings: list[str]) -> Path:
     """``track.flac`` for a single recording, ``track-<recording>.flac`` for several."""
-    return out_dir / ("track.flac" if len(recordings) == 1 else f"track-{recording}.flac")
+    name = "track.flac" if len(recordings) == 1 else f"track-{recording}.flac"
+    return inside(out_dir, out_dir / name)
 
 
 def stitch_recordings(
@@ -149,7 +163,7 @@ def write_deliverables(
         name = "timeline.otio" if path.name == "track.flac" else f"timeline-{recording}.otio"
         export.write_timeline(
             segments.filter(pl.col("recording") == recording),
-            out_dir / name,
+            inside(out_dir, out_dir / name),
             track_path=path.name,
             name=f"bgm-batch {recording}",
         )
