@@ -34,6 +34,17 @@ def isolated_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return cache
 
 
+def copy_capture(dest: Path, recording: str, windows: int) -> list[Path]:
+    """The bundled sample's first ``windows`` capture files, renamed to ``recording``."""
+    sample = REPO / "data" / "sample" / "capture"
+    dest.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for index in range(windows):
+        copied.append(dest / f"{recording}-{index}.json")
+        copied[-1].write_bytes((sample / f"20240601093000-{index}.json").read_bytes())
+    return copied
+
+
 def subprocess_env(api_url: str, **extra: str) -> dict[str, str]:
     """Environment for a CLI subprocess that reuses the session's Prefect server."""
     return {**os.environ, "PREFECT_API_URL": api_url, **extra}

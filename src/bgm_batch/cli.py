@@ -192,6 +192,11 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--video", type=Path, help="gameplay video to put the music under")
     p.add_argument("--out", type=Path, required=True, help="output folder for the deliverables")
     p.add_argument("--recording", help="which recording of a multi-recording input to score")
+    _add_pipeline_options(p)
+
+
+def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
+    """The backend, seed, profile and config flags of ``score`` and ``archive``."""
     p.add_argument("--text", help="text backend: template (offline, rule-based) or hf")
     p.add_argument("--llm", help="hf model id or local folder (default Llama-2-7b-chat-hf)")
     p.add_argument("--adapter", type=Path, help="LoRA adapter folder for the hf backend")
@@ -202,6 +207,53 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--profile", help="game profile name or YAML path (default minecraft)")
     p.add_argument("--config", type=Path, help="YAML or TOML settings file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+# --- archive -------------------------------------------------------------------------------
+
+
+@_command("archive")
+def _archive(args: argparse.Namespace) -> int:
+    from bgm_batch.prefect_env import configure_prefect
+    from bgm_batch.settings import load_settings
+
+    configure_prefect()
+    from bgm_batch.flows.score_archive import run_archive
+    from bgm_batch.stages.archive_state import ArchiveLockedError
+
+    engine = {"engine": args.engine, "workers": args.workers, "address": args.address}
+    overrides = _score_overrides(args)
+    overrides["archive"] = {k: v for k, v in engine.items() if v is not None}
+    settings = load_settings(args.config, overrides)
+    try:
+        result = run_archive(args.root, args.out, settings, force=args.force)
+    except (ArchiveLockedError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    counts = result.report["status"].value_counts().sort("status").iter_rows()
+    print("recordings: " + ", ".join(f"{n} {status}" for status, n in counts))
+    for row in result.report.filter(result.report["status"] == "failed").iter_rows(named=True):
+        print(f"failed: {row['recording']}: {row['reason']}", file=sys.stderr)
+    print(f"report: {result.out_dir / 'archive_report.md'}")
+    return _fail(f"{result.failed} recording(s) failed") if result.failed else 0
+
+
+def _add_archive(sub: Any) -> None:
+    p = sub.add_parser(
+        "archive",
+        help="score every recording under a folder, incrementally, one output folder each",
+        description="Find every recording under ROOT (capture folders, recording Parquet files), "
+        "match videos by name (<recording>.mp4|.mkv|.mov) or ROOT/videos.csv, and score each "
+        "into OUT/<recording>/. Unchanged recordings are skipped; a failing one is reported in "
+        "OUT/archive_report.md and the rest go on; exit code 1 when any failed. "
+        "See docs/nightly.md.",
+    )
+    p.add_argument("root", type=Path, help="folder holding the recordings (searched recursively)")
+    p.add_argument("--out", type=Path, required=True, help="output folder, one subfolder each")
+    p.add_argument("--force", action="store_true", help="redo every recording")
+    p.add_argument("--engine", choices=["local", "dask", "ray"], help="where tasks run")
+    p.add_argument("--workers", type=int, help="local threads or local cluster workers")
+    p.add_argument("--address", help="existing cluster: tcp://scheduler:8786 or ray://head:10001")
+    _add_pipeline_options(p)
 
 
 # --- evaluate, compare --------------------------------------------------------------------
@@ -419,6 +471,7 @@ _PARSERS = [
     _add_import_capture,
     _add_characterize,
     _add_score,
+    _add_archive,
     _add_evaluate,
     _add_compare,
     _add_make_pairs,

@@ -1,0 +1,147 @@
+"""The archive flow on real files: mixed good and broken recordings, incremental reruns,
+a real local Dask cluster, and a real SIGKILL in the middle of an archive."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import soundfile as sf
+from conftest import copy_capture, subprocess_env
+
+from bgm_batch.cli import main
+from bgm_batch.data.contract import write_parquet
+from bgm_batch.data.ingest import read_recording
+from bgm_batch.stages.archive_state import STATE_FILE, archive_lock
+from bgm_batch.testing.testvideo import make_test_video
+
+A, B, C, D = "20240101000000", "20240102000000", "20240103000000", "20240104000000"
+
+
+def mixed_archive(root: Path) -> Path:
+    """A and B share a capture folder (A with a good video, B with a corrupt one); C is a
+    Parquet file; D is a capture folder of broken files only."""
+    copy_capture(root / "cap", A, 4)
+    copy_capture(root / "cap", B, 3)
+    copy_capture(root.parent / "staging", C, 3)
+    write_parquet(read_recording(root.parent / "staging").frame, root / "c.parquet", "recording")
+    (root / "broken").mkdir()
+    for index in range(2):
+        (root / "broken" / f"{D}-{index}.json").write_text("{broken")
+    make_test_video(root / "videos" / f"{A}.mp4", 40.0, width=160, height=90, fps=10)
+    (root / "videos" / f"{B}.mp4").write_bytes(b"this is no video")
+    return root
+
+
+def archive(root: Path, out: Path, *extra: str) -> int:
+    return main(["archive", str(root), "--out", str(out), "--no-progress", *extra])
+
+
+def statuses(out: Path) -> dict[str, tuple[str, int]]:
+    report = pl.read_parquet(out / "archive_report.parquet")
+    return {r["recording"]: (r["status"], r["rendered_now"]) for r in report.to_dicts()}
+
+
+def test_mixed_archive_scores_isolates_failures_and_skips_unchanged(
+    prefect_api, isolated_cache, tmp_path
+) -> None:
+    root, out = mixed_archive(tmp_path / "root"), tmp_path / "out"
+
+    assert archive(root, out) == 1  # D and B's video failed: non-zero, report written anyway
+    assert statuses(out) == {
+        A: ("scored", 4),
+        B: ("failed", 3),
+        C: ("scored", 3),
+        D: ("failed", 0),
+    }
+    report = pl.read_parquet(out / "archive_report.parquet").sort("recording")
+    assert report["reason"][1].startswith(f"video {B}.mp4")
+    assert report["reason"][3].startswith("ingest: no usable window")
+    assert report["windows_quarantined"][3] == 0  # D never got far enough to count
+    assert (out / A / "scored.mp4").is_file() and not (out / B / "scored.mp4").exists()
+    for rec, windows in ((A, 4), (B, 3), (C, 3)):  # B still gets the track and the rest
+        segments = pl.read_parquet(out / rec / "segments.parquet")
+        assert segments["recording"].unique().to_list() == [rec]
+        assert segments.height == windows
+        assert (out / rec / "track.flac").is_file()
+        assert len(list((out / rec / "segments").rglob("*.wav"))) == windows
+    assert (out / A / STATE_FILE).is_file() and not (out / B / STATE_FILE).exists()
+    markdown = (out / "archive_report.md").read_text()
+    assert "2 scored, 0 skipped, 2 failed" in markdown and "text cache hit rate" in markdown
+
+    before = (out / A / "segments.parquet").stat().st_mtime_ns
+    assert archive(root, out) == 1
+    again = statuses(out)
+    assert again[A] == ("skipped", 0) and again[C] == ("skipped", 0)
+    assert again[B] == ("failed", 0)  # retried, its segments all reused: nothing rendered
+    assert (out / A / "segments.parquet").stat().st_mtime_ns == before
+
+    (root / "videos" / f"{B}.mp4").unlink()
+    first = root / "cap" / f"{A}-0.json"
+    first.write_text(json.dumps(json.loads(first.read_text())) + "\n")  # same data, new bytes
+    assert archive(root, out) == 1  # D still fails
+    third = statuses(out)
+    assert third[A][0] == "scored" and third[B][0] == "scored" and third[C] == ("skipped", 0)
+
+    assert archive(root, out, "--force") == 1
+    assert {rec: s for rec, (s, _) in statuses(out).items()} == {
+        A: "scored",
+        B: "scored",
+        C: "scored",
+        D: "failed",
+    }
+
+
+def good_archive(root: Path, recordings: int, windows: int) -> Path:
+    for r in range(recordings):
+        copy_capture(root / f"cap{r % 2}", f"2024010{r + 1}000000", windows)
+    return root
+
+
+def test_dask_cluster_matches_local_run(prefect_api, isolated_cache, tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # the cluster's worker processes
+    root = good_archive(tmp_path / "root", 3, 3)
+    assert archive(root, tmp_path / "local") == 0
+    assert archive(root, tmp_path / "dask", "--engine", "dask", "--workers", "2") == 0
+    for r in range(3):
+        rec = f"2024010{r + 1}000000"
+        local, dask = tmp_path / "local" / rec, tmp_path / "dask" / rec
+        assert (local / "segments.parquet").read_bytes() == (dask / "segments.parquet").read_bytes()
+        assert (sf.read(local / "track.flac")[0] == sf.read(dask / "track.flac")[0]).all()
+    assert statuses(tmp_path / "dask")[rec] == ("scored", 3)
+
+
+def test_killed_archive_resumes_without_redoing_finished_work(prefect_api, tmp_path) -> None:
+    root, out = good_archive(tmp_path / "root", 4, 4), tmp_path / "out"
+    env = subprocess_env(prefect_api, BGM_TEXT__CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "bgm_batch.cli", "archive", str(root), "--out", str(out)]
+    command.append("--no-progress")
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(out.glob(f"*/{STATE_FILE}")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = sorted(p.parent.name for p in out.glob(f"*/{STATE_FILE}"))
+    assert finished and len(finished) < 4, "kill the archive between two recordings"
+
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    after = statuses(out)
+    assert all(after[rec] == ("skipped", 0) for rec in finished)
+    assert all(status == "scored" for rec, (status, _) in after.items() if rec not in finished)
+    assert sum(rendered for _, rendered in after.values()) == 0  # every segment came back
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]
+
+
+def test_a_second_run_on_the_same_out_is_refused(prefect_api, isolated_cache, tmp_path) -> None:
+    root, out = good_archive(tmp_path / "root", 1, 2), tmp_path / "out"
+    with archive_lock(out):  # as another run holds it
+        assert archive(root, out) == 1
+    assert not (out / "archive_report.parquet").exists()
+    assert archive(root, out) == 0
