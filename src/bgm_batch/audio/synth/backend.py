@@ -48,7 +48,7 @@ from bgm_batch.audio.synth.compose import (
 from bgm_batch.settings import AudioSettings
 
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
-COMPOSER_REVISION = "2"  # bump when compose.py or the mix below changes the sound
+COMPOSER_REVISION = "3"  # bump when compose.py or the mix below changes the sound
 BLOCK = 64  # FluidSynth renders in 64-sample blocks; notes start on block boundaries
 MAX_RELEASE_S = 2.0
 SILENCE = 1e-3  # -60 dB below its peak: where a cached note's release is cut
@@ -247,9 +247,15 @@ class SynthBackend:
     def _render_one(self, request: SegmentRequest) -> RenderedSegment:
         params = parse_caption(request.caption)
         hop = min(self.settings.segment_seconds, request.duration_s)
-        prev = request.prev_state if request.transition == "continue" else None
+        anchored = request.transition in ("continue", "change")
         arrangement = arrange(
-            params, request.duration_s, hop, request.seed, prev_state=prev, stinger=request.stinger
+            params,
+            request.duration_s,
+            hop,
+            request.seed,
+            prev_state=request.prev_state if anchored else None,
+            transition=request.transition,
+            stinger=request.stinger,
         )
         level = 10 ** ((LEVEL_DB[0] + LEVEL_DB[1] * params.intensity) / 20)
         audio = self._mix(arrangement, round(request.duration_s * self.sample_rate), level)

@@ -188,11 +188,45 @@ DEFAULT_ENSEMBLES = {
     "dark": {"lead": 71, "harmony": 0, "pad": 89, "bass": 43, "kit": 0},
     "intense": {"lead": 56, "harmony": 61, "pad": 48, "bass": 33, "kit": 0},
 }
-# Progressions as scale degrees (0 = tonic), one chord per bar.
+# Drums only where the caption calls for them: named, or an energetic/combat cue; a caption
+# with any of the quiet words gets none unless it names drums outright.
+DRUM_WORDS = frozenset({"drums", "drum", "percussion", "percussive", "timpani", "beat", "beats"})
+DRIVING_WORDS = frozenset(
+    {"battle", "combat", "energetic", "driving", "upbeat", "lively", "pounding", "frantic"}
+)
+QUIET_WORDS = frozenset(
+    {"ambient", "drone", "eerie", "meditative", "calm", "serene", "tranquil", "dreamy", "night"}
+)
+# Chord progressions as scale degrees (0 = tonic), one chord per bar: the first three bars of
+# each four-bar half phrase; the fourth is the cadence (see ``_section_chord``).
 PROGRESSIONS = {
-    False: ((0, 5, 3, 4), (0, 3, 4, 3), (0, 4, 5, 3), (3, 0, 4, 5)),
-    True: ((0, 5, 2, 6), (0, 3, 6, 2), (0, 5, 3, 4), (0, 6, 5, 6)),
+    False: (
+        (0, 5, 3),
+        (0, 3, 1),
+        (0, 4, 5),
+        (0, 2, 3),
+        (0, 5, 1),
+        (0, 3, 5),
+        (5, 3, 0),
+        (3, 0, 1),
+        (0, 1, 3),
+        (5, 1, 3),
+    ),
+    True: (
+        (0, 5, 2),
+        (0, 3, 6),
+        (0, 5, 3),
+        (0, 6, 5),
+        (0, 3, 5),
+        (5, 2, 6),
+        (0, 2, 3),
+        (3, 5, 0),
+        (0, 6, 2),
+        (5, 6, 3),
+    ),
 }
+FORM = "AABA"  # 8-bar sections; the form repeats, every section varied (see ``_Section``)
+SECTION_BARS = 8
 GM_DRUMS = {
     "kick": 36,
     "snare": 38,
@@ -217,6 +251,7 @@ class MusicParams:
     tonic: int  # pitch class: named in the caption, else a stable pick from its wording
     intensity: float  # 0 (sparse, soft) .. 1 (dense, loud)
     programs: Mapping[str, int]  # role -> GM program; "kit" -> GM drum kit
+    drums: bool = False  # does the caption call for drums?
 
 
 @dataclass(frozen=True)
@@ -235,15 +270,16 @@ class Note:
 
 @dataclass
 class Arrangement:
-    """A segment's notes, its tempo map and the state the next segment continues from."""
+    """A segment's notes, tempo and key maps and the state the next segment continues from."""
 
     notes: list[Note]
     tempo_changes: list[tuple[float, float]]  # (beat from segment start, BPM)
     state: dict[str, Any] = field(default_factory=dict)
+    key_changes: list[tuple[float, str]] = field(default_factory=list)  # (beat, "F#m")
 
 
 def parse_caption(caption: str) -> MusicParams:
-    """Read tempo, mode, key, intensity and instruments from a free-text music caption."""
+    """Read tempo, mode, key, intensity, instruments and drums from a free-text caption."""
     words = re.findall(r"[a-z]+", caption.lower())
     bpm = re.search(r"(\d{2,3})\s*bpm", caption.lower())
     tempos = [TEMPO_WORDS[w] for w in words if w in TEMPO_WORDS]
@@ -270,45 +306,57 @@ def parse_caption(caption: str) -> MusicParams:
     if tonic is None:  # the same caption always gets the same key: a theme per scene
         choices = (9, 2, 4, 0) if minor else (0, 7, 5, 2)
         tonic = choices[zlib.crc32(" ".join(words).encode()) % len(choices)]
+    drums = bool(DRUM_WORDS & set(words)) or (
+        bool(DRIVING_WORDS & set(words) or intensity >= 0.7) and not QUIET_WORDS & set(words)
+    )
     return MusicParams(
         tempo=float(np.clip(tempo, 50.0, 190.0)),
         minor=minor,
         tonic=tonic,
         intensity=intensity,
         programs=programs,
+        drums=drums,
     )
 
 
-class _Grid:
-    """Beat <-> seconds for one segment: an optional one-bar tempo ramp, then a constant
-    tempo. Beats count from the segment start."""
+KEY_NAMES = {
+    False: ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B"),
+    True: ("Cm", "C#m", "Dm", "Ebm", "Em", "Fm", "F#m", "Gm", "G#m", "Am", "Bbm", "Bm"),
+}
 
-    def __init__(self, ramp_from: float | None, tempo: float):
-        self.tempo = tempo
-        self.ramp = (
-            []
-            if ramp_from is None
-            else [float(t) for t in np.linspace(ramp_from, tempo, RAMP_BEATS + 1)[:-1]]
-        )
-        self.times = np.concatenate([[0.0], np.cumsum(60.0 / np.asarray(self.ramp))])
+
+def key_name(tonic: int, minor: bool) -> str:
+    """The key as a MIDI key signature name: ``"G"``, ``"F#m"``."""
+    return KEY_NAMES[bool(minor)][tonic % 12]
+
+
+class _Grid:
+    """Beat <-> seconds for one segment: a tempo constant between breakpoints (beat, BPM),
+    beats counted from the segment start, the first breakpoint at beat 0."""
+
+    def __init__(self, points: list[tuple[float, float]]):
+        self.points = points
+        self.beats_at = np.array([b for b, _ in points])
+        self.bpm = np.array([t for _, t in points])
+        spans = np.diff(self.beats_at) * 60.0 / self.bpm[:-1]
+        self.times = np.concatenate([[0.0], np.cumsum(spans)])
+
+    @classmethod
+    def ramp(cls, before: float, at: float, after: float) -> _Grid:
+        """``before`` BPM until beat ``at``, then one bar ramping into ``after``."""
+        steps = [float(t) for t in np.linspace(before, after, RAMP_BEATS + 2)[1:-1]]
+        ramp = [(at + i, t) for i, t in enumerate(steps)] + [(at + RAMP_BEATS, float(after))]
+        return cls(([(0.0, float(before))] if at > 0 else []) + ramp)
 
     def seconds(self, beat: float) -> float:
-        """Seconds from the segment start at ``beat``."""
-        n = len(self.ramp)
-        if beat < 0:  # a note begun before the segment
-            return beat * 60.0 / (self.ramp[0] if self.ramp else self.tempo)
-        if beat < n:
-            i = int(beat)
-            return float(self.times[i] + (beat - i) * 60.0 / self.ramp[i])
-        return float(self.times[-1] + (beat - n) * 60.0 / self.tempo)
+        """Seconds from the segment start at ``beat`` (negative before it)."""
+        i = max(int(np.searchsorted(self.beats_at, beat, side="right")) - 1, 0)
+        return float(self.times[i] + (beat - self.beats_at[i]) * 60.0 / self.bpm[i])
 
     def beats(self, seconds: float) -> float:
         """Inverse of ``seconds``."""
-        ramp_s = float(self.times[-1])
-        if seconds >= ramp_s:
-            return len(self.ramp) + (seconds - ramp_s) * self.tempo / 60.0
-        i = int(np.searchsorted(self.times, seconds, side="right")) - 1
-        return i + (seconds - float(self.times[i])) * self.ramp[i] / 60.0
+        i = max(int(np.searchsorted(self.times, seconds, side="right")) - 1, 0)
+        return float(self.beats_at[i] + (seconds - self.times[i]) * self.bpm[i] / 60.0)
 
 
 def _scale(state: Mapping[str, Any]) -> tuple[int, ...]:
@@ -329,27 +377,50 @@ def _voice(pitch_classes: list[int], around: int) -> list[int]:
     return sorted(around + ((pc - around + 6) % 12) - 6 for pc in pitch_classes)
 
 
-def _new_state(params: MusicParams, rng: np.random.Generator) -> dict[str, Any]:
-    """The musical identity of a run: key, tempo, progression and melodic motif."""
-    tonic = params.tonic
+def _motif(theme: int, letter: str) -> list[list[float]]:
+    """A two-bar melodic motif (beat, scale step) of one section letter of a theme."""
+    rng = np.random.default_rng([theme, ord(letter)])
+    steps = rng.choice([0, 1, 2, 1, -1, -2, 2, -1], size=6)
+    onsets = sorted({0.0, *rng.choice(np.arange(0.5, 8, 0.5), size=5, replace=False).tolist()})
+    return [[float(b), int(s)] for b, s in zip(onsets, steps, strict=False)]
+
+
+def _new_piece(
+    params: MusicParams, rng: np.random.Generator, bar: int, cue: list[list[int]]
+) -> dict[str, Any]:
+    """The musical plan of a scene: key, tempo, ensemble, drums, two progressions (A and B
+    sections) and their motifs. Phrase 0 starts after the ``cue`` bars (the transition)."""
     progressions = PROGRESSIONS[params.minor]
-    motif_steps = rng.choice([0, 1, 2, 1, 0, -1, -2, 2], size=6)
-    motif_rhythm = sorted(rng.choice(np.arange(0, 8, 0.5), size=6, replace=False).tolist())
+    a, b = rng.choice(len(progressions), size=2, replace=False)
+    theme = int(rng.integers(2**31))
     return {
-        "tonic": tonic,
+        "tonic": params.tonic,
         "minor": params.minor,
         "tempo": params.tempo,
-        "progression": list(progressions[int(rng.integers(len(progressions)))]),
-        "motif": [[float(b), int(s)] for b, s in zip(motif_rhythm, motif_steps, strict=True)],
-        "beat": 0.0,  # the grid position where the segment starts
-        "pivot_bars": 2,  # a fresh run opens IV, V, then its progression
+        "programs": dict(params.programs),
+        "drums": params.drums,
+        "theme": theme,
+        "progressions": {"A": list(progressions[a]), "B": list(progressions[b])},
+        "motifs": {letter: _motif(theme, letter) for letter in "AB"},
+        "cue": [[bar + i, *chord] for i, chord in enumerate(cue)],
+        "bar0": bar + len(cue),
+        "beat": 0.0,
     }
 
 
-def _departs(state: Mapping[str, Any], params: MusicParams) -> bool:
-    """Does the caption ask for clearly different music than the anchor plays?"""
-    ratio = params.tempo / state["tempo"]
-    return params.minor != state["minor"] or not 0.85 <= ratio <= 1.18
+def _dominant_seventh(state: Mapping[str, Any]) -> list[int]:
+    return [*_chord(state, 4, dominant=True), (state["tonic"] + 5) % 12]
+
+
+def _modulation(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[list[int]]:
+    """Transition chords into ``new``'s key: a pivot chord common to both keys (IV, ii, vi or
+    I of the new key, the first that the old key also holds), then the new dominant seventh."""
+    old_scale = {(old["tonic"] + step) % 12 for step in _scale(old)}
+    for degree in (3, 1, 5, 0):
+        chord = _chord(new, degree)
+        if set(chord) <= old_scale:
+            return [chord, _dominant_seventh(new)]
+    return [_dominant_seventh(new)]
 
 
 def _jitter(beat: float, pitch: int, role: str) -> float:
@@ -359,12 +430,17 @@ def _jitter(beat: float, pitch: int, role: str) -> float:
     return (zlib.crc32(f"{beat:.4f}/{pitch}/{role}".encode()) % 1201 - 600) / 100_000
 
 
+ROLES = ("lead", "harmony", "pad", "bass")
+
+
 class _Writer:
     """Collects notes on the beat grid, clipped to the segment."""
 
-    def __init__(self, grid: _Grid, start_beat: float, end_beat: float, params: MusicParams):
+    def __init__(self, grid: _Grid, start_beat: float, end_beat: float, intensity: float):
         self.grid, self.start, self.end = grid, start_beat, end_beat
-        self.params = params
+        self.intensity = intensity
+        self.level = 0 if intensity < 0.4 else 1 if intensity < 0.7 else 2
+        self.programs: Mapping[str, int] = {}
         self.notes: list[Note] = []
 
     def add(self, role: str, beat: float, beats: float, pitch: int, velocity: float) -> None:
@@ -384,60 +460,88 @@ class _Writer:
                 start=round(max(on, 0.0), 6),
                 duration=duration,
                 skip=skip,
-                channel=DRUM_CHANNEL if drums else ("lead", "harmony", "pad", "bass").index(role),
-                program=self.params.programs["kit" if drums else role],
+                channel=DRUM_CHANNEL if drums else ROLES.index(role),
+                program=self.programs["kit" if drums else role],
                 pitch=int(pitch),
-                velocity=min(
-                    max(round(velocity * (0.7 + 0.3 * self.params.intensity) / 4) * 4, 1), 127
-                ),
+                velocity=min(max(round(velocity * (0.7 + 0.3 * self.intensity) / 4) * 4, 1), 127),
                 role=role,
             )
         )
 
 
-def _bar_chord(state: Mapping[str, Any], bar: int) -> list[int]:
-    """Pitch classes of a bar's chord. A run that opens with a transition plays its pivot
-    chord (IV, common to the old key and the new one) and the dominant first."""
-    if bar < state["pivot_bars"]:
-        return _chord(state, 3) if bar == 0 else _chord(state, 4, dominant=True)
-    progression = state["progression"]
-    return _chord(state, progression[(bar - state["pivot_bars"]) % len(progression)])
+@dataclass(frozen=True)
+class _Section:
+    """Where a bar sits in the piece's form: its section letter, its bar within the 8-bar
+    section (a phrase of two 4-bar halves) and the section's variation number."""
+
+    letter: str
+    bar: int  # 0..7
+    variation: int  # the section count: every section is varied from the last
+
+    @classmethod
+    def of(cls, state: Mapping[str, Any], bar: int) -> _Section:
+        """The section of ``bar`` (bars before phrase 0 count as the start of the form)."""
+        number, inside = divmod(max(bar - state["bar0"], 0), SECTION_BARS)
+        return cls(FORM[number % len(FORM)], inside, number)
 
 
-def _write_bar(w: _Writer, state: Mapping[str, Any], bar: int, chord: list[int]) -> None:
-    """One 4/4 bar for every part, shaped by intensity."""
-    level = 0 if w.params.intensity < 0.4 else 1 if w.params.intensity < 0.7 else 2
+def _section_chord(state: Mapping[str, Any], section: _Section) -> list[int]:
+    """Three bars of the section's progression and a half cadence on V, then the
+    progression's first chord, IV, V and a full cadence on I."""
+    progression = state["progressions"][section.letter]
+    degrees = [*progression, 4, progression[0], 3, 4, 0]
+    degree = degrees[section.bar]
+    return _chord(state, degree, dominant=degree == 4)
+
+
+def _write_bar(w: _Writer, state: Mapping[str, Any], bar: int) -> None:
+    """One 4/4 bar for every part: a transition (cue) chord or the section's."""
+    cue = {int(c[0]): [int(p) for p in c[1:]] for c in state["cue"]}
+    section = _Section.of(state, bar)
+    chord = cue.get(bar) or _section_chord(state, section)
+    w.programs = state["programs"]
     b0 = bar * 4.0
-    voiced = _voice(chord, 62)
+    _write_accompaniment(w, b0, chord, section.variation)
+    if state["drums"]:
+        _write_drums(w, b0, section)
+    if bar in cue:
+        if bar + 1 not in cue and state["drums"]:
+            _write_fill(w, b0 + 4.0)
+        return
+    _write_melody(w, state, b0, chord, section)
+
+
+def _write_accompaniment(w: _Writer, b0: float, chord: list[int], variation: int) -> None:
+    """Pad, harmony and bass, their patterns by intensity, re-voiced every other section."""
+    level, alt = w.level, variation % 2
+    voiced = _voice(chord, 62 + 3 * alt)
     root = 36 + (chord[0] - 36) % 12
-    # Pad: the chord held for the bar.
-    for p in _voice(chord, 57):
+    for p in _voice(chord, 57 - 5 * alt):
         w.add("pad", b0, 4.0, p, 52 + 10 * level)
-    # Harmony: arpeggio (calm), broken chord eighths (moderate), offbeat stabs (intense).
     if level == 0:
-        for i, p in enumerate([*voiced, voiced[0] + 12, *voiced[::-1]][:8]):
-            w.add("harmony", b0 + i * 0.5, 1.5, p, 58)
+        rise = [*voiced[:3], voiced[0] + 12]
+        shape = [*rise, *rise[::-1]] if alt else [*rise, *rise]
+        for i, p in enumerate(shape):  # accented on the beat, so the pulse is heard
+            w.add("harmony", b0 + i * 0.5, 1.5, p, 50 + 16 * (i % 2 == 0))
     elif level == 1:
+        order = (0, 2, 1, 2) if alt else (0, 1, 2, 1)
         for i in range(8):
-            w.add("harmony", b0 + i * 0.5, 0.5, voiced[(0, 2, 1, 2)[i % 4]], 64 + 8 * (i % 2 == 0))
+            w.add("harmony", b0 + i * 0.5, 0.5, voiced[order[i % 4]], 64 + 8 * (i % 2 == 0))
     else:
-        for step in (0.0, 1.5, 2.5, 3.5):
+        for step in (0.0, 1.5, 2.5, 3.5) if alt else (0.0, 0.75, 2.0, 2.75):
             for p in voiced:
                 w.add("harmony", b0 + step, 0.4, p, 86)
-    # Bass: whole note, root + fifth, driving eighths.
     fifth = root + 7
     pattern = {
-        0: [(0.0, 4.0, root)],
+        0: [(0.0, 4.0, root)] if not alt else [(0.0, 2.0, root), (2.0, 2.0, fifth - 12)],
         1: [(0.0, 2.0, root), (2.0, 1.5, fifth), (3.5, 0.5, root)],
-        2: [(i * 0.5, 0.45, root + 12 * (i % 4 == 3)) for i in range(8)],
+        2: [(i * 0.5, 0.45, root + 12 * (i % 4 == 3 - alt)) for i in range(8)],
     }[level]
     for beat, length, p in pattern:
         w.add("bass", b0 + beat, length, p, 78 + 8 * level)
-    _write_drums(w, b0, level, bar)
-    _write_melody(w, state, b0, chord, level, bar)
 
 
-def _write_drums(w: _Writer, b0: float, level: int, bar: int) -> None:
+def _write_drums(w: _Writer, b0: float, section: _Section) -> None:
     d = GM_DRUMS
     hits = {
         0: [(0.0, d["kick"], 70), (2.0, d["stick"], 50)]
@@ -458,36 +562,58 @@ def _write_drums(w: _Writer, b0: float, level: int, bar: int) -> None:
             (3.0, d["snare"], 108),
         ]
         + [(i * 0.25, d["hat"], 70 + 14 * (i % 2 == 0)) for i in range(16)],
-    }[level]
-    if bar % 4 == 0 and level > 0:
+    }[w.level]
+    if section.bar == 0 and w.level > 0:
         hits.append((0.0, d["crash"], 90))
+    if section.bar == SECTION_BARS - 1:  # the phrase ends with a fill
+        hits = [h for h in hits if h[0] < 3.0]
+        _write_fill(w, b0 + 4.0)
     for beat, pitch, velocity in hits:
         w.add("drums", b0 + beat, 0.25, pitch, velocity)
 
 
-def _write_melody(
-    w: _Writer, state: Mapping[str, Any], b0: float, chord: list[int], level: int, bar: int
-) -> None:
-    """The run's motif, two bars long, replayed from the current chord's root."""
-    if level == 0 and bar % 4 >= 2:
-        return  # calm music breathes: the lead rests every other phrase
+def _melody_line(
+    state: Mapping[str, Any], chord: list[int], section: _Section
+) -> list[tuple[float, float, int]]:
+    """(beat in bar, beats, scale degree) of the lead in one bar: the section's motif from
+    the chord root, a sequence a third higher, a half cadence on the supertonic, the tonic
+    at the phrase end."""
     scale = _scale(state)
-    degree0 = (
-        scale.index((chord[0] - state["tonic"]) % 12)
-        if ((chord[0] - state["tonic"]) % 12 in scale)
-        else 0
-    )
-    half = (bar % 2) * 4.0
-    motif = state["motif"]
-    degree = degree0 + 2 * (bar % 2)
+    offset = (chord[0] - state["tonic"]) % 12
+    root = scale.index(offset) if offset in scale else 0
+    if section.bar == 3:
+        return [(0.0, 2.0, 2), (2.0, 1.9, 1)]
+    if section.bar == SECTION_BARS - 1:
+        return [(0.0, 3.5, 0)]
+    half = 4.0 * (section.bar % 2)
+    degree = root + (2 if section.bar == 2 else 0)
+    motif = state["motifs"][section.letter]
+    line = []
     for i, (beat, step) in enumerate(motif):
-        degree += step
-        if not half <= beat < half + 4.0:
-            continue
+        degree += int(step)
         nxt = motif[i + 1][0] if i + 1 < len(motif) else 8.0
+        if half <= beat < half + 4.0:
+            line.append((beat - half, min(nxt - beat, 2.0) * 0.95, degree))
+    return line
+
+
+def _write_melody(
+    w: _Writer, state: Mapping[str, Any], b0: float, chord: list[int], section: _Section
+) -> None:
+    """The lead's line, varied per section: up an octave every third section, an upper
+    neighbour before its long notes every other one; calm B sections open without it."""
+    if w.level == 0 and section.letter == "B" and section.bar < 4:
+        return
+    scale = _scale(state)
+    base = 72 + state["tonic"] % 12 - 12 * (state["tonic"] > 6) + 12 * (section.variation % 3 == 2)
+    for beat, beats, degree in _melody_line(state, chord, section):
         octave, idx = divmod(degree, 7)
-        pitch = 72 + state["tonic"] % 12 - 12 * (state["tonic"] > 6) + 12 * octave + scale[idx]
-        w.add("lead", b0 + beat - half, min(nxt - beat, 2.0) * 0.95, pitch, 76 + 6 * level)
+        pitch = base + 12 * octave + scale[idx]
+        if section.variation % 2 and beats >= 0.9:
+            upper = base + 12 * ((degree + 1) // 7) + scale[(degree + 1) % 7]
+            w.add("lead", b0 + beat, 0.45, upper, 72 + 6 * w.level)
+            beat, beats = beat + 0.5, beats - 0.5
+        w.add("lead", b0 + beat, beats, pitch, 76 + 6 * w.level)
 
 
 def _write_fill(w: _Writer, beat: float) -> None:
@@ -499,11 +625,46 @@ def _write_fill(w: _Writer, beat: float) -> None:
 
 def _write_stinger(w: _Writer, state: Mapping[str, Any]) -> None:
     """Combat onset: crash, low timpani and a brass stab on the tonic chord at the downbeat."""
+    w.programs = state["programs"]
     w.add("drums", w.start, 0.5, GM_DRUMS["crash"], 120)
     w.add("drums", w.start, 0.5, GM_DRUMS["kick"], 120)
     w.notes.append(Note(0.0, 1.2, 4, 47, 36 + state["tonic"], 118, "stinger"))
     for p in _voice(_chord(state, 0), 60):
         w.notes.append(Note(0.0, 0.6, 5, 61, p, 112, "stinger"))
+
+
+def _plan(
+    params: MusicParams, seed: int, prev: Mapping[str, Any] | None, transition: str
+) -> tuple[list[tuple[int, dict[str, Any]]], _Grid]:
+    """The pieces that sound in this segment, each from its first bar, and the tempo grid.
+
+    No anchor: a new piece opening IV-V with a one-bar ramp into its tempo. ``change``: the
+    previous piece plays on to the next bar line, then the new scene's piece (its key, tempo,
+    ensemble) enters through a pivot chord and the new dominant while the tempo ramps over a
+    bar. ``continue``: the same piece; a caption that names another key modulates through
+    the new dominant at the next bar line, another tempo ramps there (ensemble unchanged).
+    """
+    rng = np.random.default_rng(seed)
+    if prev is None:
+        key = {"tonic": params.tonic, "minor": params.minor}
+        piece = _new_piece(params, rng, 0, [_chord(key, 3), _dominant_seventh(key)])
+        return [(0, piece)], _Grid.ramp(params.tempo * 0.85, 0.0, params.tempo)
+    start = float(prev["beat"])
+    bar = int(np.ceil(start / 4.0 - 1e-9))
+    if transition == "change":
+        piece = _new_piece(params, rng, bar, [])
+        cue = _modulation(prev, piece)
+        piece.update(cue=[[bar + i, *c] for i, c in enumerate(cue)], bar0=bar + len(cue))
+    elif (params.tonic, params.minor) != (prev["tonic"], prev["minor"]):
+        piece = {**prev, "tonic": params.tonic, "minor": params.minor}
+        piece["cue"] = [[bar, *_dominant_seventh(piece)]]
+    else:
+        piece = dict(prev)
+    piece["tempo"] = params.tempo
+    pieces = [(-(2**31), dict(prev)), (bar, piece)]
+    if abs(params.tempo / prev["tempo"] - 1.0) <= 0.01:
+        return pieces, _Grid([(0.0, float(prev["tempo"]))])
+    return pieces, _Grid.ramp(float(prev["tempo"]), bar * 4.0 - start, params.tempo)
 
 
 def arrange(
@@ -513,95 +674,90 @@ def arrange(
     seed: int,
     *,
     prev_state: Mapping[str, Any] | None,
+    transition: str = "continue",
     stinger: bool = False,
 ) -> Arrangement:
     """Compose ``duration_s`` of music; ``hop_s`` is where the next segment will start.
 
-    Continues ``prev_state`` when given (same key, tempo, progression, motif, on the same beat
-    grid); modulates with a pivot chord, tempo ramp and fill when the caption departs from it;
-    opens a fresh run with a fill, a ramp into its tempo and IV-V-I otherwise.
+    ``prev_state`` is the anchor (None at a start or restart); ``transition`` says whether
+    this segment continues the anchor's piece or changes scene from it (see ``_plan``).
+    The caption decides key, tempo and, at a scene's start, its ensemble and drums; within a
+    scene it may change only dynamics and density. The piece has form: 8-bar sections in
+    AABA order, each two 4-bar halves ending on a half and a full cadence, every section
+    re-voiced and its melody varied, so no 4-bar phrase repeats itself exactly.
     """
-    rng = np.random.default_rng(seed)
-    fresh = _new_state(params, rng)
-    if prev_state is not None and not _departs(prev_state, params):
-        state, ramp_from = dict(prev_state), None
-    elif prev_state is not None:
-        state = {**fresh, "tonic": _pivot_tonic(prev_state, params)}
-        ramp_from = float(prev_state["tempo"])
-    else:
-        state, ramp_from = fresh, params.tempo * 0.85
-    start_beat = float(state["beat"])
-    grid = _Grid(ramp_from, state["tempo"])
+    pieces, grid = _plan(params, seed, prev_state, transition)
+    start_beat = float(prev_state["beat"]) if prev_state is not None else 0.0
     end_beat = start_beat + grid.beats(duration_s)
-    writer = _Writer(grid, start_beat, end_beat, params)
-    for bar in range(int(start_beat // 4), int(np.ceil(end_beat / 4.0)) + 1):
-        _write_bar(writer, state, bar, _bar_chord(state, bar))
-    if ramp_from is not None:
-        _write_fill(writer, 4.0 * state["pivot_bars"])
+    writer = _Writer(grid, start_beat, end_beat, params.intensity)
+    first_bar = int(start_beat // 4) - (prev_state is not None)  # notes held over into it
+    for bar in range(first_bar, int(np.ceil(end_beat / 4.0)) + 1):
+        state = next(s for first, s in reversed(pieces) if first <= bar)
+        _write_bar(writer, state, bar)
+    state = pieces[-1][1]
     if stinger:
         _write_stinger(writer, state)
     notes = sorted((n for n in writer.notes if n.start < duration_s), key=lambda n: n.start)
-    tempo_changes = [(float(i), t) for i, t in enumerate(grid.ramp)]
-    tempo_changes.append((float(len(grid.ramp)), float(state["tempo"])))
-    next_state = {**state, "beat": start_beat + grid.beats(hop_s)}
-    return Arrangement(notes=notes, tempo_changes=tempo_changes, state=next_state)
-
-
-def _pivot_tonic(prev_state: Mapping[str, Any], params: MusicParams) -> int:
-    """The new key: the relative key when the mode flips (it shares every chord with the old
-    one, so the modulation pivots smoothly), else the caption's."""
-    if params.minor != prev_state["minor"]:
-        return (prev_state["tonic"] + (9 if params.minor else 3)) % 12
-    return params.tonic
+    keys = [(0.0, key_name(pieces[0][1]["tonic"], pieces[0][1]["minor"]))]
+    if len(pieces) > 1 and key_name(state["tonic"], state["minor"]) != keys[0][1]:
+        keys.append((pieces[-1][0] * 4.0 - start_beat, key_name(state["tonic"], state["minor"])))
+    return Arrangement(
+        notes=notes,
+        tempo_changes=list(grid.points),
+        state={**state, "beat": start_beat + grid.beats(hop_s)},
+        key_changes=keys,
+    )
 
 
 def to_midi(arrangement: Arrangement) -> bytes:
-    """The arrangement as a type-1 Standard MIDI File (tempo track + one track per part)."""
+    """The arrangement as a type-1 Standard MIDI File: a conductor track (tempo and key
+    signatures) and one track per part. A note held over from the previous segment
+    (``skip > 0``) is left out: it belongs to the previous segment's file, so the files of a
+    run laid end to end hold every note once."""
     song = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
-    tempo_track = mido.MidiTrack()
-    song.tracks.append(tempo_track)
-    last = 0
-    for beat, bpm in arrangement.tempo_changes:
-        tick = round(beat * TICKS_PER_BEAT)
-        tempo_track.append(
-            mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm), time=tick - last)
-        )
-        last = tick
+    meta = [
+        (round(beat * TICKS_PER_BEAT), mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(bpm)))
+        for beat, bpm in arrangement.tempo_changes
+    ] + [
+        (round(beat * TICKS_PER_BEAT), mido.MetaMessage("key_signature", key=key))
+        for beat, key in arrangement.key_changes
+    ]
+    song.tracks.append(_track(sorted(meta, key=lambda event: event[0])))
     times = _seconds_to_ticks(arrangement.tempo_changes)
     by_channel: dict[int, list[Note]] = {}
     for note in arrangement.notes:
-        by_channel.setdefault(note.channel, []).append(note)
+        if note.skip == 0.0:
+            by_channel.setdefault(note.channel, []).append(note)
     for channel, notes in sorted(by_channel.items()):
-        track = mido.MidiTrack()
-        track.append(mido.MetaMessage("track_name", name=notes[0].role))
-        if channel != DRUM_CHANNEL:
-            track.append(mido.Message("program_change", channel=channel, program=notes[0].program))
-        # a held-over note (skip > 0) may end within its first tick: never before it starts
-        events = sorted(
-            [(times(n.start), 1, n.pitch, n.velocity) for n in notes]
-            + [
-                (max(times(n.start), times(n.start + n.duration - n.skip)), 0, n.pitch, 0)
-                for n in notes
-            ]
-        )
-        last = 0
-        for tick, is_on, pitch, velocity in events:
-            kind = "note_on" if is_on else "note_off"
-            track.append(
-                mido.Message(
-                    kind,
-                    channel=channel,
-                    note=pitch,
-                    velocity=velocity,
-                    time=tick - last,
-                    skip_checks=True,
+        events = [(0, -1, mido.MetaMessage("track_name", name=notes[0].role))]
+        program = None
+        for n in notes:  # in time order
+            on = times(n.start)
+            if channel != DRUM_CHANNEL and n.program != program:
+                program = n.program
+                events.append(
+                    (on, 0, mido.Message("program_change", channel=channel, program=program))
                 )
+            off = max(on, times(n.start + n.duration))
+            events.append(
+                (on, 2, mido.Message("note_on", channel=channel, note=n.pitch, velocity=n.velocity))
             )
-            last = tick
-        song.tracks.append(track)
+            events.append(
+                (off, 1, mido.Message("note_off", channel=channel, note=n.pitch, velocity=0))
+            )
+        song.tracks.append(_track([(t, m) for t, _, m in sorted(events, key=lambda e: e[:2])]))
     buffer = io.BytesIO()
     song.save(file=buffer)
     return buffer.getvalue()
+
+
+def _track(events: list[tuple[int, Any]]) -> mido.MidiTrack:
+    """A MIDI track from (absolute tick, message) pairs in time order."""
+    track, last = mido.MidiTrack(), 0
+    for tick, message in events:
+        track.append(message.copy(time=tick - last))
+        last = tick
+    return track
 
 
 def _seconds_to_ticks(tempo_changes: list[tuple[float, float]]):
