@@ -55,19 +55,19 @@ def test_registered_and_clearly_named():
     backend = TEXT_BACKENDS.create("template", TextSettings())
     assert isinstance(backend, TextBackend)
     assert backend.identity()["backend"] == "template"
-    assert backend.identity()["model"] == "rule-based-template-v2"
+    assert backend.identity()["model"] == "rule-based-template-v3"
 
 
 # Every retained group leaves a recognisable trace in the narrative.
 GROUP_TRACES = {
     "Biome": r"plains|forest|snowy taiga|nether wastes|deep dark|warm ocean|desert",
-    "Time": r"sunrise|dawn|daylight|bright day|midday|noon|afternoon|sun sets|dusk|night|moonlight",
-    "Climate": r"skies|cloud|rain|thunder|snowflakes",
+    "Time": r"sunrise|dawn|daylight|\bday|midday|noon|afternoon|sun sets|dusk|evening|night|moon",
+    "Climate": r"skies|cloud|rain|thunder|snowflakes|still|drop|water|storm|chill|damp",
     "Temperature": r"cold",
     "Health": r"unhurt|bruised|wounded|collapsing",
     "Hunger": r"fed|hungry|starving",
     "Status": r"flames|water|rain soaks",
-    "Motion": r"sprints|races|pace|creeps|stealthily",
+    "Motion": r"sprints|races|pace|creeps|stealthily|crouches|walks|roams|wanders",
     "Placing": r"ground|footing|ledge|rail|lava",
     "Monster": r"zombie|skeleton|spider|creeper|creatures",
     "Attacked": r"blows|attack",
@@ -205,3 +205,21 @@ def test_one_scene_keeps_its_key_and_tempo_while_wording_varies() -> None:
         KEY.search(captions[0]).groups(),
         BPM.search(captions[0]).group(1),
     )
+
+
+def test_every_scene_key_is_within_two_fifths_of_every_other() -> None:
+    """Scene changes move to related keys: all keys of a recording share a neighbourhood."""
+    from bgm_batch.text.template import MAJOR_KEYS, MINOR_KEYS, SCENE_WORDS
+
+    signature = {f"{k} major": s for s, k in MAJOR_KEYS.items()}
+    signature |= {f"{k} minor": s for s, k in MINOR_KEYS.items()}
+    for seed in range(3):
+        keys = {
+            KEY.search(
+                BACKEND.complete(caption_prompt(f"A traveller {flags} in the {scene}."), seed)
+            ).group(0)
+            for scene in SCENE_WORDS
+            for flags in ("walks", "fights zombies at night", "walks in the rain at dawn")
+        }
+        spread = [signature[k.removeprefix("in ")] for k in keys]
+        assert len(keys) > 3 and max(spread) - min(spread) <= 2, keys

@@ -32,7 +32,7 @@ from bgm_batch.settings import TextSettings
 from bgm_batch.text.prompts import CAPTION_MAX_WORDS, parse_prompt
 from bgm_batch.text.protocol import TEXT_BACKENDS
 
-MODEL_NAME = "rule-based-template-v2"  # bump when the rules change: it keys the text cache
+MODEL_NAME = "rule-based-template-v3"  # bump when the rules change: it keys the text cache
 MIN_BPM, MAX_BPM = 50, 180
 
 # --- scene cues -------------------------------------------------------------------------------
@@ -197,6 +197,24 @@ TIME_PHRASES = {
     "Night": ("under a night sky", "in the moonlight"),
     "Midnight": ("at midnight", "in the dead of night"),
 }
+# Time of day without sun or sky: under rain, cloud or snow, at night, and underground.
+PLAIN_TIME_PHRASES = {
+    "Sunrise": ("at sunrise", "as the day begins"),
+    "Day": ("during the day", "in the daytime"),
+    "Noon": ("at midday", "around noon"),
+    "Afternoon": ("in the afternoon", "late in the afternoon"),
+    "Sunset": ("at dusk", "as evening comes"),
+    "Night": ("at night", "in the night"),
+    "Midnight": ("at midnight", "in the dead of night"),
+}
+# The weather as heard from a cave: no sky, no sun.
+CAVE_CLIMATE_PHRASES = {
+    "Clear": ("The air below is still.", "Not a drop seeps through the rock."),
+    "Raining": ("Rain drips through the rock.", "Water trickles down the stone."),
+    "Thundering": ("Thunder rumbles far above.", "A storm booms beyond the rock."),
+    "Snow": ("Cold seeps down through the rock.", "A chill creeps in from above."),
+    "Cloudy": ("The air is damp and still.", "A damp chill hangs in the air."),
+}
 CLIMATE_PHRASES = {
     "Clear": ("Skies are clear.", "Not a cloud hangs overhead."),
     "Raining": ("Rain falls steadily.", "A steady rain drums down."),
@@ -244,15 +262,24 @@ def _place(info: Mapping[str, Mapping[str, float]]) -> str:
     return f"the {place}"
 
 
+MOSTLY, AT_TIMES = 50.0, 15.0  # Motion shares (percent) for "sprints" and "at times"
+
+
 def _motion(info: Mapping[str, Mapping[str, float]], rng: random.Random) -> str:
+    """A movement verb that matches the Motion shares: "sprints" only when sprinting fills
+    most of the window, "at times" for a real share, a walk when both are marginal."""
     motion = info.get("Motion", {})
     sprint, sneak = motion.get("Sprinting", 0.0), motion.get("Sneaking", 0.0)
-    if sprint and sneak:
-        return "sprints, then creeps"
-    if sprint:
-        return rng.choice(("sprints", "races")) if sprint >= 50 else "picks up the pace at times"
-    if sneak:
+    if sprint >= MOSTLY:
+        return rng.choice(("sprints", "races"))
+    if sneak >= MOSTLY:
         return rng.choice(("creeps quietly", "moves stealthily"))
+    if sprint >= AT_TIMES and sneak >= AT_TIMES:
+        return "sprints at times, then creeps"
+    if sprint >= AT_TIMES:
+        return "picks up the pace at times"
+    if sneak >= AT_TIMES:
+        return "crouches now and then"
     return rng.choice(("walks", "roams", "wanders"))
 
 
@@ -289,6 +316,14 @@ def _capitalize(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def _time_phrases(info: Mapping[str, Mapping[str, float]], scene: str) -> dict:
+    """Sunlit time phrases only above ground under a clear sky."""
+    climate = _dominant(info.get("Climate"))
+    if scene == "cave" or climate not in (None, "Clear"):
+        return PLAIN_TIME_PHRASES
+    return TIME_PHRASES
+
+
 def narrate_info(info: Mapping[str, Mapping[str, float]], rng: random.Random) -> str:
     """A narrative of at most 50 words that mentions every retained group of ``info``."""
     subject, verb = rng.choice(SUBJECTS), _motion(info, rng)
@@ -314,14 +349,15 @@ def narrate_info(info: Mapping[str, Mapping[str, float]], rng: random.Random) ->
                 "Blows land again and again." if attacked >= 50 else "A sudden attack strikes home."
             )
     else:
-        time = rng.choice(TIME_PHRASES.get(_dominant(info.get("Time")) or "", ("",)))
+        time = rng.choice(_time_phrases(info, scene).get(_dominant(info.get("Time")) or "", ("",)))
         if time and rng.random() < 0.5:
             sentences.append(f"{_capitalize(time)}, {subject.lower()} {where}.")
         else:
             sentences.append(f"{subject} {where}{' ' + time if time else ''}.")
         climate = _dominant(info.get("Climate"))
-        if climate in CLIMATE_PHRASES:
-            sentences.append(rng.choice(CLIMATE_PHRASES[climate]))
+        phrases = CAVE_CLIMATE_PHRASES if scene == "cave" else CLIMATE_PHRASES
+        if climate in phrases:
+            sentences.append(rng.choice(phrases[climate]))
         if "Cold" in info.get("Temperature", {}):
             sentences.append(rng.choice(("The air bites with cold.", "The cold is biting.")))
     sentences.append(_status(info))
@@ -441,27 +477,27 @@ SCENE_SOUNDS: dict[str, Sound] = {
 
 @dataclass(frozen=True)
 class Shift:
-    """What one flag does to a sound: tempo factor, mode, moods, instruments, textures."""
+    """What one flag does to a sound: tempo factor, mode, moods, textures (never the band:
+    the instruments are the scene's)."""
 
     tempo: float = 1.0
     mode: str | None = None
     moods: tuple[str, ...] = ()
-    instruments: tuple[str, ...] = ()
     textures: frozenset[str] = frozenset()
 
 
 SHIFTS: dict[str, Shift] = {
-    "night": Shift(0.82, "minor", ("dark",), ("piano", "synth pad"), frozenset({"soft", "low"})),
-    "dusk": Shift(0.92, None, ("melancholic",), ("cello",), frozenset({"mellow"})),
-    "dawn": Shift(1.0, "major", ("bright",), ("flute",), frozenset({"breathy"})),
-    "rain": Shift(0.92, "minor", ("melancholic",), ("piano",), frozenset({"soft"})),
-    "storm": Shift(1.08, "minor", ("tense",), ("timpani",), frozenset({"deep"})),
-    "cold": Shift(0.95, None, ("airy",), ("bells",), frozenset({"shimmering"})),
+    "night": Shift(0.82, "minor", ("dark",), frozenset({"soft", "low"})),
+    "dusk": Shift(0.92, None, ("melancholic",), frozenset({"mellow"})),
+    "dawn": Shift(1.0, "major", ("bright",), frozenset({"breathy"})),
+    "rain": Shift(0.92, "minor", ("melancholic",), frozenset({"soft"})),
+    "storm": Shift(1.08, "minor", ("tense",), frozenset({"deep"})),
+    "cold": Shift(0.95, None, ("airy",), frozenset({"shimmering"})),
     "sprint": Shift(1.12),
-    "sneak": Shift(0.9, None, ("dark",), ("strings",), frozenset({"pizzicato"})),
-    "wounded": Shift(1.05, "minor", ("tense",), ("cello",), frozenset({"sustained"})),
-    "fire": Shift(1.1, "minor", ("tense",), ("timpani",), frozenset({"intense"})),
-    "water": Shift(1.0, None, ("calm",), ("harp",), frozenset({"arpeggiated"})),
+    "sneak": Shift(0.9, None, ("dark",), frozenset({"pizzicato"})),
+    "wounded": Shift(1.05, "minor", ("tense",), frozenset({"sustained"})),
+    "fire": Shift(1.1, "minor", ("tense",), frozenset({"intense"})),
+    "water": Shift(1.0, None, ("calm",), frozenset({"arpeggiated"})),
 }
 
 
@@ -491,7 +527,6 @@ def sound_for(cues: Cues) -> Sound:
             bpm=(_clamp_bpm(low * shift.tempo), _clamp_bpm(high * shift.tempo)),
             mode="minor" if "combat" in cues.flags else shift.mode or sound.mode,
             moods=_insert_second(sound.moods, shift.moods),
-            instruments=_insert_second(sound.instruments, shift.instruments),
             textures=sound.textures | shift.textures,
         )
     return sound
@@ -522,7 +557,20 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
-TONICS = ("C", "D", "E", "F", "G", "A", "B", "Bb", "Eb", "F#")
+# Keys by signature (sharps positive, flats negative): the major key and its relative minor.
+MAJOR_KEYS = {-3: "Eb", -2: "Bb", -1: "F", 0: "C", 1: "G", 2: "D", 3: "A"}
+MINOR_KEYS = {-3: "C", -2: "G", -1: "D", 0: "A", 1: "E", 2: "B", 3: "F#"}
+HOME_SIGNATURES = (-2, -1, 0, 1, 2)
+
+
+def scene_key(mode: str, home: int, scene_rng: random.Random) -> str:
+    """The key of a scene: a signature at most one step from the recording's ``home``, so
+    any two scenes are at most two steps apart on the circle of fifths; a minor mood takes
+    the relative minor, a real modulation the synth makes through its new dominant."""
+    signature = home + scene_rng.choice((-1, 0, 1))
+    return f"{(MINOR_KEYS if mode == 'minor' else MAJOR_KEYS)[signature]} {mode}"
+
+
 CAPTION_FORMS = (
     "{A} {mood1}, {mood2} {style} piece at {bpm} BPM in {key}, with {inst}.",
     "{Inst} in {key}, {tempo} at {bpm} BPM; {mood1} and {mood2}.",
@@ -531,26 +579,28 @@ CAPTION_FORMS = (
 )
 
 
-def compose_caption(sound: Sound, rng: random.Random, scene_rng: random.Random) -> str:
+def compose_caption(
+    sound: Sound, rng: random.Random, scene_rng: random.Random, home: int = 0
+) -> str:
     """A composer's description of ``sound`` in at most 20 words, tempo and key explicit.
 
-    Tonic and the place of the tempo within the sound's range come from ``scene_rng`` (seeded
-    by the scene alone), wording from ``rng``: windows of one scene are described differently
-    but keep their key, and flags (night, rain, sprinting) only shift tempo and mode, so the
-    music does not modulate every ten seconds.
+    The scene's musical plan comes first and from ``scene_rng`` (seeded by the scene alone):
+    its key (``scene_key``), the place of its tempo within the sound's range and its
+    instruments; wording comes from ``rng``. Windows of one scene are described differently
+    but keep key, tempo and band; flags (night, rain, sprinting) shift only tempo and mode.
     """
     vocab = vocabulary()
     low, high = sound.bpm
     bpm = round(low + scene_rng.random() * (high - low))
-    key = f"{scene_rng.choice(TONICS)} {sound.mode}"
+    key = scene_key(sound.mode, home, scene_rng)
     tempo_tag = "slow" if bpm < 80 else "medium" if bpm < 116 else "fast"
     mood1 = _weighted(rng, vocab["moods"][sound.moods[0]], set())
     mood2 = _weighted(rng, vocab["moods"][sound.moods[min(1, len(sound.moods) - 1)]], {mood1})
     style = _weighted(rng, vocab["styles"][sound.style], {mood1, mood2})
     tempo = _weighted(rng, vocab["tempos"][tempo_tag], set())
-    lead = rng.choice(sound.instruments[:2])
+    lead = scene_rng.choice(sound.instruments[:2])
     others = [tag for tag in sound.instruments[:4] if tag != lead]
-    tags = [lead] if sound.sparse else [lead, rng.choice(others)]
+    tags = [lead] if sound.sparse else [lead, scene_rng.choice(others)]
     form = rng.choice(CAPTION_FORMS)
     for short in (False, True):
         inst = " and ".join(_instrument(rng, tag, sound.textures, short) for tag in tags)
@@ -608,7 +658,8 @@ class TemplateTextBackend:
             return narrate_info(_info(payload), rng)
         cues = cues_from_text(payload) if kind == "caption" else cues_from_info(_info(payload))
         scene = cues.scene + ("+combat" if "combat" in cues.flags else "")
-        return compose_caption(sound_for(cues), rng, _rng(seed, "scene", scene))
+        home = _rng(seed, "home", "").choice(HOME_SIGNATURES)
+        return compose_caption(sound_for(cues), rng, _rng(seed, "scene", scene), home)
 
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, seed: int) -> list[str]:
         """Completions in prompt order; ``max_new_tokens`` is moot, the word limits are built in."""
