@@ -31,7 +31,7 @@ def _os_error_line(exc: OSError, hint: Path | None) -> str:
         free = f" ({_free_space(path)})" if path else ""
         return f"{where}disk full{free}; free some space and rerun the same command to resume"
     if exc.errno == errno.EROFS:
-        return f"{where}read-only file system; choose another --out"
+        return f"{where}read-only file system; choose another output folder"
     if exc.errno in (errno.EACCES, errno.EPERM):
         return f"{where}permission denied"
     if exc.errno == errno.ENOTDIR:
