@@ -513,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bgm-batch: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:
-        lines = user_error_lines(exc, getattr(args, "out", None))
+        lines = user_error_lines(exc, getattr(args, "out", None) or getattr(args, "output", None))
         if lines is None or args.debug:
             raise
         for line in lines:
