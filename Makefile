@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-APT_PACKAGES := ffmpeg fluidsynth timgm6mb-soundfont wordnet-base wordnet-sense-index
+APT_PACKAGES := ffmpeg fluidsynth fluid-soundfont-gm wordnet-base wordnet-sense-index
 
 # Prefect quiet, offline, with its database inside the project.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
@@ -22,7 +22,7 @@ setup: $(VENV)/.installed
 
 system-deps:
 	@if command -v ffmpeg >/dev/null && command -v fluidsynth >/dev/null \
-	   && [ -f /usr/share/sounds/sf2/TimGM6mb.sf2 ] && [ -f /usr/share/wordnet/data.noun ]; then \
+	   && [ -f /usr/share/sounds/sf2/FluidR3_GM.sf2 ] && [ -f /usr/share/wordnet/data.noun ]; then \
 	  echo "system packages present"; \
 	else \
 	  $(SUDO) apt-get update -qq && \

@@ -44,7 +44,10 @@ def test_identity_names_the_procedural_synthesiser(synth):
     identity = synth.identity()
     assert identity["backend"] == "synth"
     assert "procedural" in identity["model"] and "FluidSynth" in identity["model"]
-    assert "TimGM6mb" in identity["revision"]
+    assert "FluidR3_GM" in identity["revision"]
+    assert (
+        identity["output_licence"].startswith("publishable") and "MIT" in identity["output_licence"]
+    )
 
 
 @pytest.mark.parametrize(("caption", "bpm"), [(CALM, 80), (COMBAT, 140)])

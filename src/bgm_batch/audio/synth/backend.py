@@ -2,8 +2,12 @@
 
 ``compose`` turns each caption into a General MIDI arrangement that continues the previous
 segment; this module plays it with FluidSynth (libfluidsynth through ctypes, in process) and
-a General MIDI SoundFont (Debian's TimGM6mb by default, ``settings.audio.soundfont``
-overrides).
+a General MIDI SoundFont (Debian's ``fluid-soundfont-gm``, FluidR3_GM, by default;
+``settings.audio.soundfont`` overrides). FluidR3_GM is MIT-licensed, so the rendered music may
+be published; ``identity()`` states the output's licence, and the manifest records it. (It
+was chosen over MuseScore General, also MIT: Debian ships that one only as a Vorbis-compressed
+SF3 that takes FluidSynth about 30 s to load per thread, and TimGM6mb, the former default, is
+a 6 MB GPL SoundFont whose terms for rendered audio nobody could state.)
 
 Speed: FluidSynth costs about 2 ms per voice per second of audio, and a string pad alone
 holds 20 voices, so an hour of music played voice by voice takes minutes. Music repeats,
@@ -47,7 +51,12 @@ from bgm_batch.audio.synth.compose import (
 )
 from bgm_batch.settings import AudioSettings
 
-DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
+DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+# What may be done with audio rendered from a known SoundFont.
+OUTPUT_LICENCES = {
+    "FluidR3_GM.sf2": "publishable: rendered with FluidR3_GM (MIT, Frank Wen), music generated",
+}
+UNKNOWN_LICENCE = "unknown: check the licence of the SoundFont {name} before publishing"
 COMPOSER_REVISION = "3"  # bump when compose.py or the mix below changes the sound
 BLOCK = 64  # FluidSynth renders in 64-sample blocks; notes start on block boundaries
 MAX_RELEASE_S = 2.0
@@ -217,7 +226,7 @@ class SynthBackend:
         self.soundfont = Path(settings.soundfont or DEFAULT_SOUNDFONT)
         if not self.soundfont.is_file():
             raise FileNotFoundError(
-                f"SoundFont {self.soundfont} not found: apt-get install timgm6mb-soundfont "
+                f"SoundFont {self.soundfont} not found: apt-get install fluid-soundfont-gm "
                 "or set audio.soundfont"
             )
         self.sample_rate = settings.sample_rate
@@ -235,6 +244,9 @@ class SynthBackend:
             "backend": self.name,
             "model": f"procedural composer + FluidSynth {version}",
             "revision": f"compose-{COMPOSER_REVISION}/{self.soundfont.name}@{digest}",
+            "output_licence": OUTPUT_LICENCES.get(
+                self.soundfont.name, UNKNOWN_LICENCE.format(name=self.soundfont.name)
+            ),
         }
 
     def render(self, requests: Sequence[SegmentRequest]) -> list[RenderedSegment]:
