@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from bgm_batch.cli import main
 from bgm_batch.data.game_profile import load_profile
-from bgm_batch.data.ingest import parse_capture_file, read_recording
+from bgm_batch.data.ingest import parse_capture_file, read_recording, regular_capture_files
 from bgm_batch.data.names import UnsafePathError, inside
 from bgm_batch.settings import IngestSettings
 
@@ -297,3 +297,13 @@ def test_random_json_windows_parse_or_reject_with_a_reason(tmp_path_factory, gro
     row, rejection = parse_capture_file(path, load_profile())
     assert (row is None) != (rejection is None)
     assert rejection is None or rejection.reason
+
+
+def test_only_safe_regular_files_are_hashed_for_the_manifest(capture: Path) -> None:
+    fifo(capture)
+    (capture / f"{REC}-5.json").symlink_to("/etc/os-release")
+    (capture / f"{REC}-6.json").symlink_to(capture / "missing")
+    (capture / f"{REC}-7.json").mkdir()
+    (capture / f"{REC}-8.json").symlink_to(capture / f"{REC}-0.json")
+    names = [p.name for p in regular_capture_files(capture)]
+    assert names == [f"{REC}-{i}.json" for i in (0, 1, 2, 3, 8)]

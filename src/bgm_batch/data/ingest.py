@@ -187,6 +187,18 @@ def read_capture_text(path: Path, root: Path, limits: IngestSettings) -> str:
         raise _Rejected(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
 
 
+def regular_capture_files(folder: Path) -> list[Path]:
+    """The ``*.json`` files of a capture folder that are safe to read again (to hash them for
+    the manifest): regular files, symlinks only to regular files inside the folder."""
+    root = Path(folder).resolve()
+    return [
+        path
+        for path in sorted(Path(folder).glob("*.json"))
+        if (not path.is_symlink() or root in path.resolve().parents)
+        and path.is_file()
+    ]
+
+
 def _load_json(text: str) -> Any:
     """Parse with duplicate-key detection; every parser failure becomes a reason."""
     try:
