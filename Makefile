@@ -16,7 +16,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup system-deps demo test test-slow test-all lint format bench audiocraft-env test-audiocraft clean
+.PHONY: setup system-deps demo test test-slow test-all lint format bench audiocraft-env test-audiocraft clean nightly
 
 setup: $(VENV)/.installed
 
@@ -57,6 +57,12 @@ lint: setup
 format: setup
 	$(BIN)/ruff format src tests flows bench tools
 	$(BIN)/ruff check --fix .
+
+# Serve the nightly archive deployment (docs/nightly.md) on the Prefect server of PREFECT_API_URL.
+CRON ?= 0 3 * * *
+nightly: setup
+	@test -n "$(ROOT)" -a -n "$(OUT)" || { echo "usage: make nightly ROOT=DIR OUT=DIR [CONFIG=FILE] [CRON='0 3 * * *']"; exit 2; }
+	$(BIN)/python -m bgm_batch.flows.nightly "$(ROOT)" "$(OUT)" --cron "$(CRON)" $(if $(CONFIG),--config "$(CONFIG)")
 
 bench: setup
 	$(BIN)/python bench/characterize.py

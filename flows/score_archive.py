@@ -48,7 +48,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from bgm_batch.audio.protocol import AUDIO_BACKENDS
 from bgm_batch.data.archive import discover_archive
 from bgm_batch.data.ingest import IngestResult
-from bgm_batch.settings import ArchiveSettings, Settings, load_settings
+from bgm_batch.settings import ArchiveSettings, Settings
 from bgm_batch.stages import archive_report, archive_state, deliver
 from bgm_batch.stages.render import RenderResult
 from bgm_batch.stages.transitions import plan_transitions
@@ -361,17 +361,3 @@ def run_archive(
     """Run the archive flow on the engine ``settings.archive`` names."""
     runner = task_runner(settings.archive)
     return score_archive.with_options(task_runner=runner)(root, out_dir, settings, force)
-
-
-@flow(name="nightly-archive", log_prints=False)
-def nightly_archive(
-    root: str, out_dir: str, config: str | None = None, force: bool = False
-) -> dict[str, int]:
-    """The deployment's entry: settings from ``config`` and ``BGM_*``; fails if any failed."""
-    settings = load_settings(Path(config) if config else None, {"progress": False})
-    result = run_archive(Path(root), Path(out_dir), settings, force)
-    counts = result.report["status"].value_counts()
-    summary = dict(zip(counts["status"].to_list(), counts["count"].to_list(), strict=True))
-    if result.failed:
-        raise RuntimeError(f"{result.failed} recording(s) failed; see {out_dir}/archive_report.md")
-    return summary

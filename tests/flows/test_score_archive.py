@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import pytest
 import soundfile as sf
 from conftest import copy_capture, subprocess_env
 
@@ -145,3 +146,32 @@ def test_a_second_run_on_the_same_out_is_refused(prefect_api, isolated_cache, tm
         assert archive(root, out) == 1
     assert not (out / "archive_report.parquet").exists()
     assert archive(root, out) == 0
+
+
+@pytest.mark.slow
+def test_nightly_deployment_runs_on_a_local_server(prefect_api, tmp_path) -> None:
+    from prefect import get_client
+    from prefect.deployments import run_deployment
+
+    root, out = good_archive(tmp_path / "root", 2, 2), tmp_path / "out"
+    env = subprocess_env(prefect_api, BGM_TEXT__CACHE_DIR=str(tmp_path / "cache"))
+    command = [sys.executable, "-m", "bgm_batch.flows.nightly", str(root), str(out)]
+    served = subprocess.Popen([*command, "--cron", "15 2 * * *"], env=env)
+    try:
+        deployment = None
+        with get_client(sync_client=True) as client:
+            for _ in range(600):
+                try:
+                    deployment = client.read_deployment_by_name("nightly-archive/nightly")
+                    break
+                except Exception:  # noqa: BLE001 - not registered yet
+                    time.sleep(0.2)
+        assert deployment is not None
+        assert deployment.schedules[0].schedule.cron == "15 2 * * *"
+        assert deployment.global_concurrency_limit.limit == 1
+        run = run_deployment("nightly-archive/nightly", timeout=300)
+        assert run.state.is_completed(), run.state
+    finally:
+        served.terminate()
+        served.wait(timeout=60)
+    assert statuses(out) == {rec: ("scored", 2) for rec in ("20240101000000", "20240102000000")}
