@@ -10,6 +10,7 @@ cache is not used: its inputs would be whole frames and audio, costly to hash an
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +21,9 @@ import polars as pl
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from bgm_batch.audio.protocol import AUDIO_BACKENDS
 from bgm_batch.data import ingest
+from bgm_batch.library import score as library
+from bgm_batch.preflight import models_in_use
 from bgm_batch.settings import Settings
 from bgm_batch.stages import (
     characterize,
@@ -32,6 +34,7 @@ from bgm_batch.stages import (
     narrate,
     publish,
     render,
+    score_midi,
 )
 from bgm_batch.stages.transitions import plan_transitions
 from bgm_batch.text.prompts import prompt_template_hashes
@@ -73,7 +76,7 @@ def describe_music(frame: pl.DataFrame, settings: Settings) -> tuple[pl.DataFram
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def render_music(frame: pl.DataFrame, settings: Settings, work_dir: Path):
-    backend = AUDIO_BACKENDS.create(settings.audio.backend, settings.audio)
+    backend = library.audio_backend(frame, settings)
     result = render.render_segments(
         frame,
         backend,
@@ -83,6 +86,11 @@ def render_music(frame: pl.DataFrame, settings: Settings, work_dir: Path):
         progress=settings.progress,
     )
     return result, backend.identity()
+
+
+@task(cache_policy=NO_CACHE)
+def pick_music(frame: pl.DataFrame, settings: Settings, out_dir: Path) -> pl.DataFrame:
+    return library.pick_tracks(frame, settings, out_dir)
 
 
 @task(cache_policy=NO_CACHE)
@@ -127,6 +135,7 @@ def score_session(
         frame, text_stats, text_id = describe_music(frame, settings)
     with _timed(timings, "plan"):
         frame = plan_transitions(frame, settings.profile_model)
+        frame = pick_music(frame, settings, out_dir)
     with _timed(timings, "render"):
         rendered, audio_id = render_music(frame, settings, out_dir / "segments")
     generated = Generated(loaded, frame, rendered, text_id, audio_id, text_stats)
@@ -160,9 +169,12 @@ def deliver_outputs(
     staging = publish.fresh_staging(out_dir)
     with _timed(timings, "stitch"):
         tracks = stitch_tracks(frame, rendered, settings, staging)
+        score_midi.write_score_midis(
+            frame, rendered.segments, tracks.track_paths, settings.audio.segment_seconds
+        )
     segments = deliver.segments_table(frame, tracks, text_id, audio_id)
     quarantine = deliver.all_quarantined(loaded, rendered, frame)
-    scored, reports = None, {}
+    scored, reports, source = None, {}, None
     if video is not None:
         with _timed(timings, "mux"):
             track = tracks.track_paths[segments["recording"][0]]
@@ -172,6 +184,7 @@ def deliver_outputs(
             whole = check_media(report.out, Path(video), settings)
         scored = out_dir / report.out.name
         reports = {"mux": {**report.to_json(), "out": str(scored)}, "media": whole}
+        source = export.VideoSource(Path(video), report.video_duration_s, report.video_offset_s)
     counts = deliver.counts(loaded, segments, quarantine, rendered)
     with _timed(timings, "export"):
         deliver.write_deliverables(
@@ -188,7 +201,12 @@ def deliver_outputs(
                 timings=timings,
                 counts=counts,
                 reports={"narrate": text_stats, "ingest": {"warnings": loaded.warnings}, **reports},
+                command=sys.argv,
+                models=models_in_use(settings),
+                profile_sha256=export.model_sha256(settings.profile_model),
             ),
+            published_dir=out_dir,
+            video=source,
         )
     publish.publish(staging, out_dir)
     notes = {"warnings": loaded.warnings, "quarantine": quarantine}
