@@ -14,6 +14,7 @@ from bgm_batch.prefect_env import configure_prefect
 
 REPO = Path(__file__).parents[1]
 configure_prefect(REPO / ".prefect")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub (tiny local models)
 
 
 @pytest.fixture(scope="session")

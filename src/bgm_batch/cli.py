@@ -146,19 +146,58 @@ def _score_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["progress"] = False
     if args.profile:
         overrides["profile"] = args.profile
+    library = {k: getattr(args, k, None) for k in ("feedback", "feedback_for")}
+    if any(library.values()):
+        overrides["library"] = {k: v for k, v in library.items() if v is not None}
+    if args.offline:
+        overrides["offline"] = True
+    if args.quiet:
+        overrides["progress"] = False
+    for flag, (path, _, _) in _SETTING_FLAGS.items():
+        value = getattr(args, _dest(flag))
+        if value is not None:
+            *parents, leaf = path.split(".")
+            node = overrides
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
     return overrides
+
+
+def _prepare_environment(settings: Any) -> None:
+    """Hub offline only when asked (``--offline``; a user's own HF_HUB_OFFLINE=1 also holds);
+    Prefect's home in the cache folder. Both must happen before the libraries are imported."""
+    import os
+
+    from bgm_batch.prefect_env import configure_prefect
+
+    if settings.offline:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    configure_prefect(settings.cache_dir / "prefect")
 
 
 @_command("score")
 def _score(args: argparse.Namespace) -> int:
-    from bgm_batch.prefect_env import configure_prefect
+    from bgm_batch.preflight import PreflightError, preflight
     from bgm_batch.settings import load_settings
 
-    configure_prefect()
+    settings = load_settings(args.config, _score_overrides(args))
+    _prepare_environment(settings)
+    try:
+        preflight(
+            settings,
+            input_path=args.input,
+            out_dir=args.out,
+            video=args.video,
+            recording=args.recording,
+        )
+    except PreflightError as exc:
+        for problem in exc.problems:
+            _fail(problem)
+        return 2
     from bgm_batch.flows.score_session import score_session
     from bgm_batch.stages import publish
 
-    settings = load_settings(args.config, _score_overrides(args))
     with publish.run_lock(args.out, sys.argv), publish.temp_files_under(args.out):
         try:
             report = score_session(
@@ -166,8 +205,10 @@ def _score(args: argparse.Namespace) -> int:
             )
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             return _fail(str(exc))
-    _print_input_notes(report.warnings, report.quarantine)
     counts = report.counts
+    if args.quiet:
+        return 0 if counts["rendered"] else _fail("nothing was rendered")
+    _print_input_notes(report.warnings, report.quarantine)
     print(
         f"rows in: {counts['rows_in']}, accepted: {counts['accepted']}, "
         f"quarantined: {counts['quarantined']}, rendered: {counts['rendered']}"
@@ -193,6 +234,16 @@ def _add_score(sub: Any) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder for the deliverables")
     p.add_argument("--recording", help="which recording of a multi-recording input to score")
     _add_pipeline_options(p)
+    p.add_argument(
+        "--feedback",
+        help='library mode: refine the picks in words ("less vocals, more epic strings"); '
+        "turns accumulate in OUT/library/",
+    )
+    p.add_argument(
+        "--feedback-for",
+        help="scope of --feedback: a scene word (combat, Desert) or a time range "
+        "(60-180, 1:00-3:00)",
+    )
 
 
 def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
@@ -201,12 +252,138 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm", help="hf model id or local folder (default Llama-2-7b-chat-hf)")
     p.add_argument("--adapter", type=Path, help="LoRA adapter folder for the hf backend")
     p.add_argument("--mode", choices=["two-stage", "direct"], help="generation mode")
-    p.add_argument("--audio", help="audio backend: synth (offline), musicgen or audiocraft")
+    p.add_argument(
+        "--audio",
+        help="audio backend: synth (offline), musicgen, audiocraft, or library:INDEX_DIR "
+        "(tracks from your own library, see `bgm-batch library index`)",
+    )
     p.add_argument("--music-model", help="MusicGen id or local folder (facebook/musicgen-small)")
     p.add_argument("--seed", type=int, help="seed for every generator (default 0)")
     p.add_argument("--profile", help="game profile name or YAML path (default minecraft)")
     p.add_argument("--config", type=Path, help="YAML or TOML settings file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress, only errors")
+    p.add_argument(
+        "--offline", action="store_true", help="never contact the model hub (local models only)"
+    )
+    _add_setting_flags(p)
+
+
+def _setting_default(path: str) -> Any:
+    from bgm_batch.settings import Settings
+
+    model: Any = Settings
+    *parents, leaf = path.split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    field = model.model_fields[leaf]
+    return field.default_factory() if field.default_factory else field.default
+
+
+# flag -> (setting, type, help): the mix and output settings `score --help` shows
+_SETTING_FLAGS: dict[str, tuple[str, Any, str]] = {
+    "--target-lufs": ("mux.target_lufs", float, "loudness of scored.mp4, LUFS integrated"),
+    "--true-peak": ("mux.true_peak_dbtp", float, "true-peak ceiling of scored.mp4, dBTP"),
+    "--sample-rate": ("mux.sample_rate", int, "sample rate of scored.mp4's audio, Hz"),
+    "--music-gain": ("mux.music_gain_db", float, "music level in the mix vs track.flac, dB"),
+    "--duck-depth": ("mux.duck_depth_db", float, "music dip under loud game audio, dB (0: off)"),
+    "--duck-threshold": ("mux.duck_threshold", float, "game audio level that ducks (RMS, 0-1)"),
+    "--fade-out": ("mux.fade_out_seconds", float, "fade of the music at the video's end, s"),
+    "--video-offset": (
+        "mux.video_offset_seconds",
+        float,
+        "where capture time 0 falls in the video, s (negative: capture began first)",
+    ),
+    "--fit": ("mux.fit", ["trim", "error"], "a video shorter than the recording: cut or refuse"),
+    "--track-lufs": ("audio.target_lufs", float, "loudness of track.flac (for editors), LUFS"),
+    "--overlap": ("audio.overlap_seconds", float, "shortest crossfade between windows, s"),
+    "--cache-dir": ("cache_dir", Path, "text cache and Prefect state"),
+}
+
+
+def _dest(flag: str) -> str:
+    return "set_" + flag.removeprefix("--").replace("-", "_")
+
+
+def _add_setting_flags(p: argparse.ArgumentParser) -> None:
+    """The settings with a flag, each with its default, setting and environment variable."""
+    group = p.add_argument_group(
+        "mix and output",
+        "Each flag sets one setting; the same setting comes from the environment (BGM_ plus its "
+        "path in capitals, parts joined by __) or a --config file (nested keys). "
+        "`bgm-batch config show` prints them all.",
+    )
+    for flag, (path, kind, text) in _SETTING_FLAGS.items():
+        env = "BGM_" + path.upper().replace(".", "__")
+        typed = {"choices": kind} if isinstance(kind, list) else {"type": kind}
+        metavar = None if isinstance(kind, list) else "DIR" if kind is Path else "N"
+        group.add_argument(
+            flag,
+            dest=_dest(flag),
+            metavar=metavar,
+            help=f"{text} (default {_setting_default(path)}; {path}, {env})",
+            **typed,
+        )
+
+
+# --- config --------------------------------------------------------------------------------
+
+
+def _setting_rows(model: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Every leaf setting as (dotted path, value), nested models expanded."""
+    from pydantic import BaseModel
+
+    rows = []
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        path = f"{prefix}{name}"
+        if isinstance(value, BaseModel):
+            rows += _setting_rows(value, f"{path}.")
+        else:
+            rows.append((path, value))
+    return rows
+
+
+# the settings that score's other flags set
+_OTHER_FLAGS = {
+    "seed": "--seed",
+    "profile": "--profile",
+    "progress": "--no-progress",
+    "offline": "--offline",
+    "text.backend": "--text",
+    "text.model": "--llm",
+    "text.adapter": "--adapter",
+    "text.mode": "--mode",
+    "audio.backend": "--audio",
+    "audio.model": "--music-model",
+}
+
+
+@_command("config")
+def _config(args: argparse.Namespace) -> int:
+    from bgm_batch.settings import load_settings
+
+    settings = load_settings(args.config, {})
+    flags = _OTHER_FLAGS | {path: flag for flag, (path, _, _) in _SETTING_FLAGS.items()}
+    print("# setting = value  (environment variable; score flag)")
+    print("# a --config YAML/TOML file nests the same names: mux: {target_lufs: -14}")
+    for path, value in _setting_rows(settings):
+        env = "BGM_" + path.upper().replace(".", "__")
+        flag = f"; {flags[path]}" if path in flags else ""
+        shown = str(value) if isinstance(value, Path) else repr(value)
+        print(f"{path} = {shown}  ({env}{flag})")
+    return 0
+
+
+def _add_config(sub: Any) -> None:
+    p = sub.add_parser(
+        "config",
+        help="print the effective settings with their environment variables and flags",
+        description="`config show`: every setting after flags > BGM_* environment > --config "
+        "file > defaults, one per line, with its environment variable and score flag.",
+    )
+    p.add_argument("action", choices=["show"], help="show: print the effective settings")
+    p.add_argument("--config", type=Path, help="YAML or TOML settings file")
 
 
 # --- archive -------------------------------------------------------------------------------
@@ -214,17 +391,16 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
 
 @_command("archive")
 def _archive(args: argparse.Namespace) -> int:
-    from bgm_batch.prefect_env import configure_prefect
     from bgm_batch.settings import load_settings
-
-    configure_prefect()
-    from bgm_batch.flows.score_archive import run_archive
-    from bgm_batch.stages.archive_state import ArchiveLockedError
 
     engine = {"engine": args.engine, "workers": args.workers, "address": args.address}
     overrides = _score_overrides(args)
     overrides["archive"] = {k: v for k, v in engine.items() if v is not None}
     settings = load_settings(args.config, overrides)
+    _prepare_environment(settings)
+    from bgm_batch.flows.score_archive import run_archive
+    from bgm_batch.stages.archive_state import ArchiveLockedError
+
     try:
         result = run_archive(args.root, args.out, settings, force=args.force)
     except (ArchiveLockedError, FileNotFoundError) as exc:
@@ -465,17 +641,57 @@ def _add_finetune(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+# --- library ------------------------------------------------------------------------------
+
+
+@_command("library")
+def _library(args: argparse.Namespace) -> int:
+    from bgm_batch.library.index import index_library
+    from bgm_batch.settings import load_settings
+
+    overrides = {"library": {"clap_model": args.clap}} if args.clap else {}
+    settings = load_settings(args.config, overrides)
+    report = index_library(
+        args.music_dir, args.out, settings.library, progress=not args.no_progress
+    )
+    print(f"tracks: {report.tracks} (analysed {report.analysed}, unchanged {report.reused})")
+    for row in report.skipped.iter_rows(named=True):
+        print(f"skipped {row['file']}: {row['reason']}", file=sys.stderr)
+    print(f"index: {args.out}")
+    return 0 if report.tracks else _fail(f"no usable audio file in {args.music_dir}")
+
+
+def _add_library(sub: Any) -> None:
+    p = sub.add_parser("library", help="library mode: index your own licensed music")
+    commands = p.add_subparsers(dest="library_command", required=True, metavar="COMMAND")
+    index = commands.add_parser(
+        "index",
+        help="index a music folder (wav/flac/mp3/ogg + library.csv or JSON sidecars)",
+        description="Analyse every audio file under MUSIC_DIR (tempo, key, energy, loudness, "
+        "bars), describe it in text from its metadata and features, embed the descriptions "
+        "(MiniLM) and, with --clap, the audio. Re-running only analyses new or changed files; "
+        "unreadable files are reported and skipped.",
+    )
+    index.add_argument("music_dir", type=Path, help="folder of audio files")
+    index.add_argument("-o", "--out", type=Path, required=True, help="index folder to write")
+    index.add_argument("--clap", help="CLAP model (transformers ClapModel) hub id or folder")
+    index.add_argument("--config", type=Path, help="YAML or TOML settings file")
+    index.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 # --- entry point ---------------------------------------------------------------------------
 
 _PARSERS = [
     _add_import_capture,
     _add_characterize,
     _add_score,
+    _add_config,
     _add_archive,
     _add_evaluate,
     _add_compare,
     _add_make_pairs,
     _add_finetune,
+    _add_library,
 ]
 
 

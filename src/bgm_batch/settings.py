@@ -12,6 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
+import platformdirs
 import yaml
 from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, InitSettingsSource, SettingsConfigDict
@@ -35,7 +36,7 @@ class TextSettings(BaseModel):
     temperature: float = 0.7
     top_p: float = 0.9
     device: str = "auto"
-    cache_dir: Path | None = Path(".cache/bgm-batch/text")
+    cache_dir: Path | None = None  # in a full Settings: <cache_dir>/text unless set; None: off
 
 
 class AudioSettings(BaseModel):
@@ -117,6 +118,9 @@ class Settings(BaseSettings):
     seed: int = 0
     profile: str = "minecraft"  # a profile name under schemas/profiles or a path to a YAML file
     progress: bool = True
+    offline: bool = False  # never contact the model hub (as HF_HUB_OFFLINE=1 does)
+    # the text cache (<cache_dir>/text) and Prefect's home (<cache_dir>/prefect)
+    cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("bgm-batch")))
     text: TextSettings = Field(default_factory=TextSettings)
     audio: AudioSettings = Field(default_factory=AudioSettings)
     mux: MuxSettings = Field(default_factory=MuxSettings)
@@ -128,6 +132,13 @@ class Settings(BaseSettings):
     def profile_model(self) -> Profile:
         """The game profile named by ``profile`` (loaded once per process)."""
         return load_profile(self.profile)
+
+    @model_validator(mode="after")
+    def _text_cache_in_cache_dir(self) -> Settings:
+        """The text cache lives in ``cache_dir`` unless ``text.cache_dir`` is set (never ./)."""
+        if "cache_dir" not in self.text.model_fields_set:
+            self.text.cache_dir = self.cache_dir / "text"
+        return self
 
     @model_validator(mode="after")
     def _window_from_profile(self) -> Settings:

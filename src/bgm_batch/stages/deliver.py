@@ -103,12 +103,19 @@ def _backend_id(identity: dict[str, str]) -> str:
 def segments_table(
     frame: pl.DataFrame, tracks: Tracks, text_id: dict[str, str], audio_id: dict[str, str]
 ) -> pl.DataFrame:
-    """One row per rendered window, exactly the segments schema (nothing nondeterministic)."""
+    """One row per rendered window, exactly the segments schema (nothing nondeterministic).
+    Columns the frame lacks (``source_track``, ``reason``: library mode only) come out null."""
     table = frame.join(tracks.offsets, on=["recording", "index"], how="inner").with_columns(
         pl.lit(_backend_id(text_id)).alias("text_backend"),
         pl.lit(_backend_id(audio_id)).alias("audio_backend"),
     )
-    return table.select(polars_schema("segments").names()).sort("recording", "index")
+    schema = polars_schema("segments")
+    table = table.with_columns(
+        pl.lit(None, dtype=dtype).alias(name)
+        for name, dtype in schema.items()
+        if name not in table.columns
+    )
+    return table.select(schema.names()).sort("recording", "index")
 
 
 def all_quarantined(
@@ -155,16 +162,27 @@ def write_deliverables(
     quarantine: pl.DataFrame,
     tracks: Tracks,
     manifest: dict[str, Any],
+    *,
+    published_dir: Path | None = None,
+    video: export.VideoSource | None = None,
 ) -> None:
-    """segments.parquet, quarantine.parquet, one timeline per recording, manifest.json."""
+    """segments.parquet, quarantine.parquet, manifest.json and per recording the timelines
+    (OTIO and FCP7 XML, over ``video`` for a single recording) and the cue sheet. Timelines
+    reference the track where it will be published (``published_dir``, default ``out_dir``)."""
     write_parquet(segments, out_dir / "segments.parquet", "segments")
     write_parquet(quarantine, out_dir / "quarantine.parquet", "quarantine")
+    final = Path(published_dir or out_dir).resolve()
     for recording, path in tracks.track_paths.items():
-        name = "timeline.otio" if path.name == "track.flac" else f"timeline-{recording}.otio"
+        single = path.name == "track.flac"
+        suffix = "" if single else f"-{recording}"
+        part = segments.filter(pl.col("recording") == recording)
         export.write_timeline(
-            segments.filter(pl.col("recording") == recording),
-            inside(out_dir, out_dir / name),
-            track_path=path.name,
+            part,
+            inside(out_dir, out_dir / f"timeline{suffix}.otio"),
+            track_path=final / path.name,
             name=f"bgm-batch {recording}",
+            video=video if single else None,
         )
+        offset = video.offset_s if video and single else 0.0
+        export.write_cues(inside(out_dir, out_dir / f"cues{suffix}.csv"), part, offset)
     export.write_manifest(out_dir / "manifest.json", {**manifest, "stitch": tracks.reports})
