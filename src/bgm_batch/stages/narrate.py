@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import polars as pl
-from tqdm import tqdm
 
+from bgm_batch.progress import Progress
 from bgm_batch.settings import TextSettings
 from bgm_batch.text.cache import TextCache, generation_key
 from bgm_batch.text.prompts import (
@@ -96,7 +96,7 @@ def _complete(
     seed: int,
     cache: TextCache | None,
     stats: NarrateStats,
-    bar: tqdm | None,
+    bar: Progress,
 ) -> list[str]:
     """Raw completions for ``prompts``: each distinct prompt once, cache first."""
     uses = Counter(prompts)
@@ -113,8 +113,7 @@ def _complete(
         done = {p: cached[keys[p]] for p in unique if keys[p] in cached}
         stats.cache_hits += len(done)
         stats.cache_misses += len(unique) - len(done)
-    if bar is not None:
-        bar.update(sum(uses[p] for p in done))
+    bar.update(sum(uses[p] for p in done))
     todo = [p for p in unique if p not in done]
     for start in range(0, len(todo), CHUNK_PROMPTS):
         chunk = todo[start : start + CHUNK_PROMPTS]
@@ -126,8 +125,7 @@ def _complete(
             cache.put_many({keys[p]: text for p, text in fresh.items()})
         done.update(fresh)
         stats.generated += len(chunk)
-        if bar is not None:
-            bar.update(sum(uses[p] for p in chunk))
+        bar.update(sum(uses[p] for p in chunk))
     return [done[p] for p in prompts]
 
 
@@ -146,21 +144,18 @@ def narrate(
     cache = TextCache(settings.cache_dir) if settings.cache_dir is not None else None
     two_stage = settings.mode == "two-stage"
     stages = ("narrative", "caption") if two_stage else ("direct",)
-    bars = {
-        stage: tqdm(total=frame.height, desc=stage, unit="segment", disable=not progress)
-        for stage in stages
-    }
 
     def run(prompts: list[str], stage: str, max_new_tokens: int, max_words: int) -> list[str]:
-        raw = _complete(
-            prompts,
-            backend,
-            max_new_tokens=max_new_tokens,
-            seed=seed,
-            cache=cache,
-            stats=stats,
-            bar=bars[stage],
-        )
+        with Progress(stage, len(prompts), unit="segment", enabled=progress) as bar:  # one at once
+            raw = _complete(
+                prompts,
+                backend,
+                max_new_tokens=max_new_tokens,
+                seed=seed,
+                cache=cache,
+                stats=stats,
+                bar=bar,
+            )
         return [clean_completion(text, max_words) for text in raw]
 
     try:
@@ -179,8 +174,6 @@ def narrate(
             caption_prompts, stages[-1], settings.caption_max_new_tokens, CAPTION_MAX_WORDS
         )
     finally:
-        for bar in bars.values():
-            bar.close()
         if cache is not None:
             cache.close()
     stats.seconds = round(time.perf_counter() - started, 3)

@@ -44,10 +44,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 import soundfile as sf
-from tqdm import tqdm
 
 from bgm_batch.atomic import atomic_path, write_bytes, write_text
 from bgm_batch.audio.protocol import AudioBackend, RenderedSegment, SegmentRequest
+from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
 from bgm_batch.stages.transitions import ANCHORED
 
@@ -264,7 +264,7 @@ def render_segments(
     failures: list[dict] = []
     rendered = reused = 0
     store = _Store()
-    bar = tqdm(total=sum(map(len, runs)), desc="render", unit="seg", disable=not progress)
+    bar = Progress("render", sum(map(len, runs)), unit="seg", enabled=progress)
     try:
         for step in range(max(map(len, runs), default=0)):
             todo: list[tuple[int, _Row, str, str]] = []

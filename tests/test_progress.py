@@ -1,0 +1,73 @@
+"""Progress output: a bar on a terminal, clean plain lines in a file, one stage at a time."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+
+import pytest
+from conftest import characterized
+
+from bgm_batch.progress import Progress
+from bgm_batch.settings import TextSettings
+from bgm_batch.stages.narrate import narrate
+from bgm_batch.text.template import TemplateTextBackend
+
+
+def _is_clean(text: str) -> bool:
+    """No carriage returns or escape sequences: what a log file can hold."""
+    return "\r" not in text and "\x1b" not in text
+
+
+def test_plain_lines_when_not_a_terminal() -> None:
+    out = io.StringIO()
+    with Progress("render", 40, unit="seg", stream=out) as bar:
+        for _ in range(40):
+            bar.update()
+    lines = out.getvalue().splitlines()
+    assert _is_clean(out.getvalue())
+    assert len(lines) == 10  # one per tenth
+    assert lines[0].startswith("render: 4/40 seg (10%, ")
+    assert lines[-1].startswith("render: 40/40 seg (100%, ")
+
+
+def test_large_steps_still_give_each_line_once() -> None:
+    out = io.StringIO()
+    with Progress("caption", 7, unit="segment", stream=out) as bar:
+        bar.update(7)
+    assert out.getvalue().count("\n") == 10
+    assert out.getvalue().splitlines()[-1].startswith("caption: 7/7 segment (100%")
+
+
+@pytest.mark.parametrize(("enabled", "total"), [(False, 10), (True, 0)])
+def test_nothing_when_disabled_or_empty(enabled: bool, total: int) -> None:
+    out = io.StringIO()
+    with Progress("render", total, stream=out, enabled=enabled) as bar:
+        bar.update(total)
+    assert out.getvalue() == ""
+
+
+def test_a_bar_on_a_terminal() -> None:
+    leader, follower = pty.openpty()
+    with os.fdopen(follower, "w") as terminal:
+        with Progress("render", 5, unit="seg", stream=terminal) as bar:
+            bar.update(5)
+        terminal.flush()
+        shown = os.read(leader, 4096).decode()
+    os.close(leader)
+    assert "\r" in shown and "render" in shown and "5/5" in shown  # tqdm redraws in place
+
+
+def test_narrate_shows_its_stages_one_after_the_other(
+    tmp_path, capsys: pytest.CaptureFixture
+) -> None:
+    frame = characterized(2, 5)
+    settings = TextSettings(cache_dir=tmp_path / "cache")
+    narrate(frame, TemplateTextBackend(), settings, seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert _is_clean(err)
+    stages = [line.split(":")[0] for line in err.splitlines()]
+    assert stages == ["narrative"] * 10 + ["caption"] * 10  # never interleaved
+    narrate(frame, TemplateTextBackend(), settings, seed=0, progress=False)
+    assert capsys.readouterr().err == ""
