@@ -158,3 +158,37 @@ def test_an_unreadable_fresh_lock_counts_as_held(tmp_path: Path) -> None:
     os.utime(lock, (old, old))  # ...or one killed right there, long ago
     with publish.run_lock(tmp_path / "out", ["x"]):
         pass
+
+
+INTERRUPTED = """
+import signal, subprocess, sys, time
+from pathlib import Path
+from bgm_batch.cli import _raise_interrupt
+from bgm_batch.stages import publish
+signal.signal(signal.SIGTERM, _raise_interrupt)  # as bgm-batch's main() does
+with publish.run_lock(Path(sys.argv[1]), ["bgm-batch", "score"]):
+    child = subprocess.Popen(["sleep", "300"])  # like ffmpeg-python: never waited for
+    shell = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!; wait"], stdout=subprocess.PIPE)
+    grandchild = shell.stdout.readline().decode().strip()
+    print(child.pid, shell.pid, grandchild, flush=True)
+    time.sleep(300)
+"""
+
+
+def test_sigterm_ends_the_runs_children_and_grandchildren(tmp_path: Path) -> None:
+    run = subprocess.Popen(
+        [sys.executable, "-c", INTERRUPTED, str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    pids = [int(pid) for pid in run.stdout.readline().split()]
+    assert len(pids) == 3 and not any(gone(pid) for pid in pids)
+    run.send_signal(signal.SIGTERM)
+    run.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while not all(gone(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert all(gone(pid) for pid in pids)
+    assert "KeyboardInterrupt" in run.stderr.read()  # it unwound through the lock
+    assert not (tmp_path / "out" / ".bgm-batch" / "lock").exists()

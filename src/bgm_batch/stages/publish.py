@@ -200,6 +200,53 @@ def reap_orphans(info: dict[str, Any]) -> bool:
     return True
 
 
+def _children(pid: int) -> list[int]:
+    """Child pids of ``pid`` over all its threads (Linux ``/proc``; empty elsewhere)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    children = _children(pid)
+    return children + [grandchild for child in children for grandchild in _descendants(child)]
+
+
+def stop_children(keep: set[int] = frozenset(), grace_s: float = 5.0) -> list[int]:
+    """End every process this one started (ffmpeg, FluidSynth, workers), except ``keep``,
+    and reap them.
+
+    A run that fails or is interrupted must not leave them writing on; ``subprocess.run``
+    kills its child on an exception, but not every library waits that way. SIGTERM first,
+    SIGKILL after ``grace_s``. Returns the pids that were signalled.
+    """
+    pids = [pid for pid in _descendants(os.getpid()) if pid not in keep]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and any([_running(pid) for pid in pids]):
+        time.sleep(0.05)
+    for pid in filter(_running, pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie; reaps ``pid`` when it is our exited child."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return _alive(pid)
+    return state != "Z"
+
+
 def _describe(info: dict[str, Any] | None) -> str:
     if info is None:
         return "a run whose lock file is being written"
@@ -230,8 +277,12 @@ def run_lock(out_dir: Path, command: list[str]) -> Iterator[Path]:
         raise OutputLockedError(f"{out_dir}: could not take {lock}; try again")
     with os.fdopen(fd, "w") as file:
         json.dump(mine, file)
+    older = set(_descendants(os.getpid()))  # a caller's own helpers are not the run's
     try:
         yield lock
+    except BaseException:
+        stop_children(keep=older)
+        raise
     finally:
         if (_read_lock(lock) or {}).get("pid") == mine["pid"]:
             lock.unlink(missing_ok=True)
