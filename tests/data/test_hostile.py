@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from bgm_batch.cli import main
 from bgm_batch.data.game_profile import load_profile
 from bgm_batch.data.ingest import parse_capture_file, read_recording, regular_capture_files
-from bgm_batch.data.names import UnsafePathError, inside
+from bgm_batch.data.names import RECORDING_ID, UnsafePathError, inside
 from bgm_batch.settings import IngestSettings
 
 REAL_SAMPLE = Path(__file__).parents[2] / "data" / "real" / "sample-4.json"
@@ -307,3 +307,24 @@ def test_only_safe_regular_files_are_hashed_for_the_manifest(capture: Path) -> N
     (capture / f"{REC}-8.json").symlink_to(capture / f"{REC}-0.json")
     names = [p.name for p in regular_capture_files(capture)]
     assert names == [f"{REC}-{i}.json" for i in (0, 1, 2, 3, 8)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(st.text(max_size=12), st.integers(min_value=-(2**63), max_value=2**63 - 1)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_random_recording_ids_and_indexes_in_parquet(tmp_path_factory, rows) -> None:
+    good = read_recording(REAL_SAMPLE.parent).frame.head(1)  # the real sample, window 4
+    frame = pl.concat([good] * len(rows)).with_columns(
+        pl.Series("recording", [r for r, _ in rows]), pl.Series("index", [i for _, i in rows])
+    )
+    path = tmp_path_factory.mktemp("pq") / "in.parquet"
+    frame.write_parquet(path)
+    result = read_recording(path)
+    assert result.rows_in == len(rows) == result.frame.height + result.quarantine.height
+    assert all(RECORDING_ID.fullmatch(r) for r in result.frame["recording"])
+    assert result.frame["index"].is_between(0, 8639).all()
