@@ -165,6 +165,8 @@ CASES: dict[str, tuple[Callable[[Path], str], int | None, str | None, str]] = {
     "FIFO named .json": (fifo, 4, None, "a FIFO"),
     "symlink to a system file": (link_to("/etc/os-release"), 4, None, "outside the input"),
     "symlink to the zero device": (link_to("/dev/zero"), 4, None, "outside the input"),
+    "symlink to itself": (link_to(f"{REC}-4.json"), 4, None, "or to nothing"),
+    "dangling symlink": (link_to("missing.json"), 4, None, "or to nothing"),
     "folder named .json": (folder_named_json, 4, None, "a folder"),
 }
 

@@ -160,6 +160,15 @@ def _file_kind(mode: int) -> str:
     return next((name for test, name in kinds.items() if test(mode)), "not a regular file")
 
 
+def _ends_inside(link: Path, root: Path) -> bool:
+    """Whether a symlink ends at an existing path inside ``root`` (a loop or a dangling link
+    does not)."""
+    try:
+        return root.resolve() in link.resolve(strict=True).parents
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop
+        return False
+
+
 def read_capture_text(path: Path, root: Path, limits: IngestSettings) -> str:
     """The text of one capture file, read only if it is a regular file of bounded size.
 
@@ -167,8 +176,8 @@ def read_capture_text(path: Path, root: Path, limits: IngestSettings) -> str:
     copy its text into the quarantine). The file is opened non-blocking, so a FIFO is refused
     instead of hanging the run, and at most ``max_file_bytes`` + 1 bytes are ever read.
     """
-    if path.is_symlink() and root.resolve() not in path.resolve().parents:
-        raise _Rejected("symlink to a file outside the input folder (not followed)")
+    if path.is_symlink() and not _ends_inside(path, root):
+        raise _Rejected("symlink to a file outside the input folder, or to nothing (not followed)")
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -190,13 +199,8 @@ def read_capture_text(path: Path, root: Path, limits: IngestSettings) -> str:
 def regular_capture_files(folder: Path) -> list[Path]:
     """The ``*.json`` files of a capture folder that are safe to read again (to hash them for
     the manifest): regular files, symlinks only to regular files inside the folder."""
-    root = Path(folder).resolve()
-    return [
-        path
-        for path in sorted(Path(folder).glob("*.json"))
-        if (not path.is_symlink() or root in path.resolve().parents)
-        and path.is_file()
-    ]
+    files = sorted(Path(folder).glob("*.json"))
+    return [p for p in files if (not p.is_symlink() or _ends_inside(p, folder)) and p.is_file()]
 
 
 def _load_json(text: str) -> Any:
@@ -285,7 +289,7 @@ def read_capture_dir(
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     if not files:
         raise IngestError(f"{path}: no capture files (*.json) found")
-    root = path if path.is_dir() else path.parent
+    root = path if path.is_dir() else path.resolve().parent  # a file named by the user is read
     rows, rejections, warnings = [], [], []
     for file in files:
         row, rejection = parse_capture_file(file, profile, root, limits)
