@@ -22,6 +22,7 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from bgm_batch.data import ingest
+from bgm_batch.errors import BgmError
 from bgm_batch.library import score as library
 from bgm_batch.preflight import models_in_use
 from bgm_batch.settings import Settings
@@ -110,8 +111,12 @@ def check_media(scored: Path, video: Path, settings: Settings) -> dict:
 
 @contextmanager
 def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Time a stage; an error the user can fix inside it says which stage (one line)."""
     started = time.perf_counter()
-    yield
+    try:
+        yield
+    except BgmError as exc:
+        raise BgmError(f"stage {stage}: {exc}") from exc
     timings[stage] = time.perf_counter() - started
 
 

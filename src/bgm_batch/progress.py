@@ -3,7 +3,7 @@
 A bar redraws itself with carriage returns and cursor movements; in a log file those become
 garbage, and two bars open at once fight over the same lines. So a stage opens its own
 :class:`Progress` when it starts and closes it when it ends; on a terminal it is a tqdm bar,
-elsewhere (a pipe, a file, CI) one plain line per tenth of the work and one at the end; when
+elsewhere (a pipe, a file, CI) a plain line each time another tenth is done; when
 disabled (``--no-progress``, ``--quiet``) nothing at all. The interface is tqdm's
 ``update``/``close``, so a stage switches from tqdm by changing one line.
 """
@@ -46,11 +46,10 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
         elif self._enabled:
-            while self._next_line <= LINE_STEPS and self.done * LINE_STEPS >= (
-                self._next_line * self.total
-            ):
+            reached = min(LINE_STEPS, self.done * LINE_STEPS // self.total)
+            if reached >= self._next_line:  # one line however many tenths this step crossed
                 self._line()
-                self._next_line += 1
+                self._next_line = reached + 1
 
     def _line(self) -> None:
         seconds = time.perf_counter() - self._started

@@ -48,7 +48,7 @@ class LengthMismatchError(BgmError, ValueError):
 
 
 class MuxError(BgmError, RuntimeError):
-    """ffmpeg failed while muxing; the message holds the end of its log."""
+    """ffmpeg failed while muxing; the message ends with the last line of its log."""
 
 
 @dataclass(frozen=True)
@@ -349,8 +349,7 @@ def _loudness(audio: Any) -> Loudness:
     try:
         _, err = stream.output("-", format="null").run(capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as exc:
-        log = exc.stderr.decode(errors="replace")[-2000:] if exc.stderr else ""
-        raise MuxError(f"ffmpeg failed measuring loudness:\n{log}") from exc
+        raise MuxError(f"ffmpeg failed measuring loudness: {_ffmpeg_reason(exc)}") from exc
     found = _SUMMARY.findall(err.decode(errors="replace"))
     if not found:
         raise MuxError("ffmpeg's ebur128 printed no loudness summary")
@@ -364,12 +363,17 @@ def measure_loudness(path: Path) -> Loudness:
     return _loudness(ffmpeg.input(str(path)).audio)
 
 
+def _ffmpeg_reason(exc: ffmpeg.Error) -> str:
+    """The last line of ffmpeg's log: the reason, as one line."""
+    lines = exc.stderr.decode(errors="replace").strip().splitlines() if exc.stderr else []
+    return lines[-1].strip() if lines else "no log"
+
+
 def _run(stream: Any, what: str) -> None:
     try:
         stream.run(capture_stdout=True, capture_stderr=True, overwrite_output=True)
     except ffmpeg.Error as exc:
-        log = exc.stderr.decode(errors="replace")[-2000:] if exc.stderr else ""
-        raise MuxError(f"ffmpeg failed {what}:\n{log}") from exc
+        raise MuxError(f"ffmpeg failed {what}: {_ffmpeg_reason(exc)}") from exc
 
 
 def mux_video(
