@@ -115,8 +115,9 @@ def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
     started = time.perf_counter()
     try:
         yield
-    except BgmError as exc:
-        raise BgmError(f"stage {stage}: {exc}") from exc
+    except BgmError as exc:  # same type (callers may catch e.g. ValueError), stage named
+        exc.args = (f"stage {stage}: {exc}", *exc.args[1:])
+        raise
     timings[stage] = time.perf_counter() - started
 
 
