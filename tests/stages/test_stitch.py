@@ -1,6 +1,9 @@
-"""Stitching: placement, crossfades, loudness, true peak, limiter, seam metric, FLAC."""
+"""Stitching: placement, crossfades, loudness, true peak, limiter, seam metric, FLAC, and
+that the streaming passes give the same track in any block size."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pyloudnorm
@@ -9,15 +12,15 @@ import soundfile as sf
 from scipy.signal import upfirdn
 
 from bgm_batch.settings import AudioSettings
+from bgm_batch.stages import stitch
 from bgm_batch.stages.stitch import (
     StitchInput,
+    StitchResult,
     _oversampling_filter,
     integrated_loudness,
     k_weighting,
     limit,
-    stitch_track,
     true_peak,
-    write_track,
 )
 
 RATE = 48000
@@ -34,11 +37,26 @@ def rms(x: np.ndarray) -> float:
     return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # stitch_track below writes track.flac here
+
+
+def stitch_track(
+    segments: list[StitchInput], settings: AudioSettings
+) -> tuple[StitchResult, np.ndarray]:
+    """Stitch into track.flac; the result and the written audio, float32 (2, n)."""
+    result = stitch.stitch_track(segments, settings, Path("track.flac"))
+    audio, rate = sf.read(result.path, dtype="float32", always_2d=True)
+    assert rate == result.sample_rate and len(audio) == result.frames
+    return result, audio.T
+
+
 def test_segments_start_on_their_windows_and_the_track_covers_them():
     inputs = [StitchInput(noise(2.5, i), 2.0 * i, 0.5, RATE) for i in range(4)]
-    result = stitch_track(inputs, SETTINGS)
+    result, audio = stitch_track(inputs, SETTINGS)
     assert result.offsets_s == [0.0, 2.0, 4.0, 6.0]
-    assert result.audio.shape == (2, round(8.5 * RATE)) and result.audio.dtype == np.float32
+    assert audio.shape == (2, round(8.5 * RATE))
     assert result.sample_rate == RATE and result.seams.height == 3
     assert result.seams["crossfade_s"].to_list() == pytest.approx([0.5] * 3, abs=0.004)
 
@@ -47,7 +65,7 @@ def test_equal_power_seams_keep_the_level_for_unrelated_and_for_identical_audio(
     loud = SETTINGS.model_copy(update={"target_lufs": -20.0})
     unrelated = stitch_track(
         [StitchInput(noise(2.5, i), 2.0 * i, 0.5, RATE) for i in range(3)], loud
-    ).audio
+    )[1]
     same = noise(4.5, 0)
     identical = stitch_track(
         [
@@ -55,7 +73,7 @@ def test_equal_power_seams_keep_the_level_for_unrelated_and_for_identical_audio(
             StitchInput(same[:, 2 * RATE :], 2.0, 0.5, RATE),
         ],
         loud,
-    ).audio
+    )[1]
     for track in (unrelated, identical):
         level = [rms(track[:, i : i + 2400]) for i in range(0, 4 * RATE, 2400)]
         assert max(level) / min(level) < 1.25  # no dip or 3 dB bump at a seam
@@ -69,15 +87,15 @@ def test_equal_power_seams_keep_the_level_for_unrelated_and_for_identical_audio(
 def test_loudness_target_and_true_peak_ceiling():
     quiet = [noise(2.5, i, level=0.01) for i in range(3)]
     quiet[1][:, RATE : RATE + 2400 : 100] = 0.2  # spikes the limiter must catch
-    result = stitch_track(
+    result, audio = stitch_track(
         [StitchInput(a, 2.0 * i, 0.5, RATE) for i, a in enumerate(quiet)], SETTINGS
     )
-    measured = pyloudnorm.Meter(RATE).integrated_loudness(result.audio.T)
+    measured = pyloudnorm.Meter(RATE).integrated_loudness(audio.T)
     assert measured == pytest.approx(-16.0, abs=0.3)
     assert result.loudness_lufs == pytest.approx(measured, abs=0.01)  # after limiting too
     assert result.gain_db > 0
     assert result.true_peak_dbtp <= -1.0 + 1e-6
-    assert 20 * np.log10(true_peak(result.audio)) <= -1.0 + 1e-4
+    assert 20 * np.log10(true_peak(audio)) <= -1.0 + 1e-4
 
 
 def test_fast_loudness_and_true_peak_agree_with_the_references():
@@ -103,10 +121,10 @@ def test_the_limiter_caps_peaks_and_leaves_the_rest():
 
 
 def test_seam_metric_flags_a_hard_jump():
-    smooth = stitch_track(
+    smooth, _ = stitch_track(
         [StitchInput(noise(2.5, i), 2.0 * i, 0.5, RATE) for i in range(4)], SETTINGS
     )
-    jumpy = stitch_track(
+    jumpy, _ = stitch_track(
         [
             StitchInput(noise(2.5, i, level=0.3 if i == 2 else 0.01), 2.0 * i, 0.0, RATE)
             for i in range(4)
@@ -124,17 +142,19 @@ def test_files_mono_other_rates_and_gaps(tmp_path):
         StitchInput(tmp_path / "a.wav", 0.0, 0.0),
         StitchInput(noise(2.5, 1), 6.0, 0.5, RATE),
     ]  # windows 1 and 2 are missing
-    result = stitch_track(inputs, SETTINGS)
-    assert result.audio.shape == (2, round(8.5 * RATE))
-    gap = result.audio[:, round(2.6 * RATE) : round(5.9 * RATE)]
+    result, audio = stitch_track(inputs, SETTINGS)
+    assert audio.shape == (2, round(8.5 * RATE))
+    gap = audio[:, round(2.6 * RATE) : round(5.9 * RATE)]
     assert np.abs(gap).max() == 0.0  # silence where no window was rendered
-    first = result.audio[:, : 2 * RATE]
+    first = audio[:, : 2 * RATE]
     assert np.allclose(first[0], first[1])  # mono became two equal channels
-    path = tmp_path / "out" / "track.flac"
-    write_track(path, result.audio, result.sample_rate)
-    info = sf.info(path)
-    assert (info.samplerate, info.channels, info.format) == (48000, 2, "FLAC")
-    assert info.frames == result.audio.shape[1]
+    info = sf.info(result.path)
+    assert (info.samplerate, info.channels, info.format, info.subtype) == (
+        48000,
+        2,
+        "FLAC",
+        "PCM_24",
+    )
 
 
 def test_k_weighting_matches_the_published_bs1770_filters_at_48k():
@@ -155,3 +175,35 @@ def test_k_weighting_matches_the_published_bs1770_filters_at_48k():
         _, h_ref = freqz(b, a, worN=freqs, fs=48000)
         diff = 20 * np.log10(np.abs(h_ours)) - 20 * np.log10(np.abs(h_ref))
         assert np.abs(diff).max() < 0.05
+
+
+def test_streaming_matches_the_whole_track_whatever_the_block_sizes(monkeypatch):
+    """A long gap (streamed as silence blocks), a short limiter chunk and loud spikes: the
+    written track must not depend on how the stream is cut, and its loudness (metered block
+    by block) must equal a whole-track measurement."""
+    segments = [noise(2.5, i, level=0.05) for i in range(6)]
+    for i, a in enumerate(segments):
+        a[:, 7000 * (i + 1) : 7000 * (i + 1) + 500 : 50] = 0.9  # overs for the limiter
+    inputs = [StitchInput(a, [0, 2, 4, 14, 16, 18][i], 0.5, RATE) for i, a in enumerate(segments)]
+    reference, audio = stitch_track(inputs, SETTINGS)
+    monkeypatch.setattr(stitch, "SILENCE_BLOCK_S", 0.7)
+    monkeypatch.setattr(stitch, "LIMITER_CHUNK", 5)
+    streamed, again = stitch_track(inputs, SETTINGS)
+    assert np.array_equal(audio, again)
+    assert streamed.loudness_lufs == pytest.approx(
+        pyloudnorm.Meter(RATE).integrated_loudness(audio.T), abs=0.01
+    )
+    assert streamed.true_peak_dbtp <= -1.0 and 20 * np.log10(true_peak(audio)) <= -1.0 + 1e-4
+    assert np.abs(audio[:, round(6.6 * RATE) : round(13.9 * RATE)]).max() == 0.0
+
+
+def test_a_failed_stitch_leaves_no_track(monkeypatch):
+    inputs = [StitchInput(noise(2.5, i), 2.0 * i, 0.5, RATE) for i in range(3)]
+
+    def broken(*_args):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(stitch, "limit", broken)
+    with pytest.raises(OSError, match="disk gone"):
+        stitch.stitch_track(inputs, SETTINGS, Path("track.flac"))
+    assert not Path("track.flac").exists() and not list(Path().glob(".*tmp*"))

@@ -72,9 +72,8 @@ def stitch_recordings(
     paths, offsets, reports = {}, [], {}
     for recording in recordings:
         part = joined.filter(pl.col("recording") == recording)
-        result = stitch.stitch_track(stitch.stitch_inputs(part), settings)
         paths[recording] = track_path(out_dir, recording, recordings)
-        stitch.write_track(paths[recording], result.audio, result.sample_rate)
+        result = stitch.stitch_track(stitch.stitch_inputs(part), settings, paths[recording])
         offsets.append(
             part.select("recording", "index", "duration_s").with_columns(
                 pl.Series("audio_offset_s", result.offsets_s, dtype=pl.Float64)

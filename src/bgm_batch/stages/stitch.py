@@ -1,4 +1,4 @@
-"""Join the rendered segments into one track that lines up with the video.
+"""Join the rendered segments into one track that lines up with the video, streaming.
 
 Segment k starts at its window's start (``start_s``) and is rendered a little longer than
 its window; the extra tail overlaps the next segment. At each seam the outgoing segment
@@ -9,22 +9,35 @@ its gain reaches zero, moved to its nearest zero crossing within a few milliseco
 fade is shorter than ``MIN_FADE_S``: even a hard cut does not click. A segment with no
 neighbour overlapping it fades in and out over its own tail.
 
-Then the whole track is loudness-normalised to ``target_lufs`` (EBU R128 / BS.1770
-integrated loudness with pyloudnorm's filters, vectorised), a look-ahead limiter holds the peaks
-just under ``true_peak_dbtp``, and a last gain trim catches any inter-sample peak left (true
-peak, 4x oversampled as in BS.1770 annex 2). Limiting lowers the loudness a little; the
-``StitchResult`` reports the loudness and true peak the track really has.
+Memory does not depend on the recording's length: the track is never held whole. Samples
+before the next segment's start are final once a segment is placed, so the assembler hands
+them on block by block and holds at most two segments. Two streaming passes:
+
+1. assemble and measure: BS.1770-4 integrated loudness from K-weighted energies per 100 ms
+   hop (the filters carry their state from block to block, so the result equals a
+   whole-track measurement), and the seam metric (below);
+2. assemble again, apply the gain to ``target_lufs``, a look-ahead limiter that holds the
+   peaks just under ``true_peak_dbtp`` and encode 24-bit FLAC on a second thread, which also
+   meters the loudness the written track really has. The limiter sees ``LIMITER_CONTEXT``
+   blocks of the stream on either side of each chunk it commits (its look-ahead, about
+   0.5 s at 48 kHz); each chunk's true peak (4x oversampled, BS.1770 annex 2) is checked and
+   a chunk still above the ceiling is limited again under a lower one.
+
+Segment files are decoded twice (once per pass) rather than spilling the unnormalised track
+to disk: an hour of float audio is 1.4 GB, its segments' FLAC work files about half of it.
 
 Seam metric: around each seam, the largest frame-to-frame jump of short-term RMS (dB) and
 of spectral flux, each divided by the median of the same statistic over windows of equal
-length inside the segments. A ratio near 1 means a seam moves the sound no more than the
-music moves itself.
+length inside the segments. Both statistics ignore a constant gain, so they are measured in
+pass 1. A ratio near 1 means a seam moves the sound no more than the music moves itself.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from math import gcd
@@ -46,6 +59,10 @@ LOUDNESS_BLOCK_S = 0.4
 LOUDNESS_HOP_S = 0.1
 LIMITER_WINDOW_S = 0.02  # look-ahead and release of the peak limiter
 LIMITER_MARGIN_DB = 0.3  # the limiter aims this far below the true-peak ceiling
+LIMITER_CONTEXT = 3  # limiter blocks seen on either side of a committed chunk
+LIMITER_CHUNK = 64  # limiter blocks committed at a time (about 10 s at 48 kHz)
+SILENCE_BLOCK_S = 10.0  # a gap without segments is handed on in blocks of this length
+FLAC_QUEUE = 4  # blocks waiting for the encoder thread
 
 
 @dataclass(frozen=True)
@@ -61,10 +78,12 @@ class StitchInput:
 
 @dataclass
 class StitchResult:
-    """The track, float32 (2, n) at ``sample_rate``; each input's offset in seconds (input
-    order); one row of seam metrics per seam; the loudness and true peak it ended with."""
+    """What ``stitch_track`` wrote: the 24-bit FLAC at ``path`` (``frames`` long at
+    ``sample_rate``); each input's offset in seconds (input order); one row of seam metrics
+    per seam; the loudness and true peak the written track has; the gain applied."""
 
-    audio: np.ndarray
+    path: Path
+    frames: int
     sample_rate: int
     offsets_s: list[float]
     seams: pl.DataFrame
@@ -126,6 +145,32 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.vdot(a, b)) / energy if energy > 0 else 0.0
 
 
+def _zero_crossing(audio: np.ndarray, at: int, lo: int, hi: int) -> int:
+    """The sample nearest ``at`` within [lo, hi) where the mid signal changes sign."""
+    if hi - lo < 2:
+        return at
+    mid = audio[:, lo:hi].mean(axis=0)
+    crossings = np.flatnonzero(np.signbit(mid[:-1]) != np.signbit(mid[1:])) + lo + 1
+    return int(crossings[np.argmin(np.abs(crossings - at))]) if crossings.size else at
+
+
+def _fades(length: int, correlation: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """Equal-power (fade-out, fade-in) gains over ``length`` samples for two signals of
+    the given correlation: cos/sin, scaled so that a^2 + b^2 + 2*rho*a*b = 1. Unrelated
+    signals get the classic cos/sin; a continuation that plays the same notes as its
+    predecessor (rho near 1) gets gains summing to 1, without a 3 dB bump mid-seam."""
+    t = (np.arange(length, dtype=np.float64) + 0.5) / max(length, 1)
+    out, into = np.cos(0.5 * np.pi * t), np.sin(0.5 * np.pi * t)
+    norm = np.sqrt(1.0 + 2.0 * min(max(correlation, 0.0), 1.0) * out * into)
+    return (out / norm).astype(np.float32), (into / norm).astype(np.float32)
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised correlation of two equally long stretches of audio."""
+    energy = float(np.sqrt(np.vdot(a, a) * np.vdot(b, b)))
+    return float(np.vdot(a, b)) / energy if energy > 0 else 0.0
+
+
 def _prefetched(segments: list[StitchInput], rate: int) -> Iterator[np.ndarray]:
     """The segments loaded in order, decoding two ahead on threads (libsndfile and the
     resampler release the GIL), without holding every segment in memory at once."""
@@ -138,19 +183,54 @@ def _prefetched(segments: list[StitchInput], rate: int) -> Iterator[np.ndarray]:
             yield queue.popleft().result()
 
 
-def _assemble(
-    segments: list[StitchInput], starts: list[int], rate: int, nominal: int
-) -> tuple[np.ndarray, list[int]]:
-    """Add the segments (sorted by start) into one track with their crossfades; also return
-    each seam's crossfade length in samples (0 where the segments do not overlap)."""
-    audios = _prefetched(segments, rate)
+class _Pending:
+    """The samples of the track that are not final yet; ``audio[:, 0]`` is sample ``origin``."""
+
+    def __init__(self, rate: int):
+        self.origin = 0
+        self.audio = np.zeros((2, 0), dtype=np.float32)
+        self.silence = round(SILENCE_BLOCK_S * rate)
+
+    def view(self, first: int, last: int) -> np.ndarray:
+        """Track samples [first, last) (first >= origin), growing the buffer with silence."""
+        need = last - self.origin
+        if need > self.audio.shape[1]:
+            grown = np.zeros((2, need), dtype=np.float32)
+            grown[:, : self.audio.shape[1]] = self.audio
+            self.audio = grown
+        return self.audio[:, first - self.origin : last - self.origin]
+
+    def flush(self, to: int) -> Iterator[np.ndarray]:
+        """Hand on the samples before ``to``, silence where nothing was placed."""
+        while self.origin < to:
+            held = self.audio.shape[1]
+            size = min(to - self.origin, held or self.silence)
+            block = self.audio[:, :size] if held else np.zeros((2, size), dtype=np.float32)
+            self.audio = self.audio[:, size:]
+            self.origin += size
+            yield block
+
+
+Watch = Callable[[int, int, int], None]  # (first sample, last sample, seam fade or -1)
+
+
+def _assembled(
+    segments: list[StitchInput], starts: list[int], rate: int, nominal: int, watch: Watch
+) -> Iterator[np.ndarray]:
+    """The track, crossfaded from the segments (sorted by start), as consecutive blocks of
+    final samples: a block ends where the next segment starts. ``watch`` learns each seam's
+    stretch and crossfade length, and each window's middle, before their samples are handed
+    on (for the seam metric)."""
     lengths = [_frames(s, rate) for s in segments]
     total = max(s + n for s, n in zip(starts, lengths, strict=True))
-    track = np.zeros((2, total), dtype=np.float32)
     min_fade = round(MIN_FADE_S * rate)
     search = round(ZERO_CROSSING_SEARCH_S * rate)
+    margin = round(METRIC_MARGIN_S * rate)
+    inside = max(min_fade, *(round(s.crossfade_s * rate) for s in segments)) + 2 * margin
     fades = [0] * len(segments)  # fade-in of each segment, set by the segment before it
-    for i, (start, audio) in enumerate(zip(starts, audios, strict=True)):
+    pending = _Pending(rate)
+    for i, (start, audio) in enumerate(zip(starts, _prefetched(segments, rate), strict=True)):
+        yield from pending.flush(start)
         end = start + audio.shape[1]
         nxt = starts[i + 1] if i + 1 < len(starts) else end
         if nxt < end:  # a seam: cut where the crossfade ends, at a zero crossing
@@ -163,21 +243,25 @@ def _assemble(
                 min(cut - start + search, audio.shape[1]),
             )
             fades[i + 1] = cut - nxt
+            watch(max(nxt - margin, 0), cut + margin, fades[i + 1])
         else:
             cut = end
+        middle = start + nominal // 2
+        watch(middle - inside // 2, middle + inside // 2, -1)
         fade = fades[i] or min(min_fade, cut - start)
-        head = track[:, start : start + fade]
+        placed = pending.view(start, cut)
+        head = placed[:, :fade]
         if fades[i]:  # the previous segment lies here at full gain: crossfade the two
             falling, rising = _fades(fade, _correlation(head, audio[:, :fade]))
             head *= falling
         else:
             rising = _fades(fade)[1]
         head += audio[:, :fade] * rising
-        track[:, start + fade : cut] = audio[:, fade : cut - start]  # nothing else is here
+        placed[:, fade:] = audio[:, fade : cut - start]  # nothing else is here
         if i + 1 == len(segments) or not fades[i + 1]:  # nothing follows: fade the tail out
             fade_out = min(max(end - (start + nominal), min_fade), cut - start)
-            track[:, cut - fade_out : cut] *= _fades(fade_out)[0]
-    return track, fades[1:]
+            placed[:, cut - start - fade_out :] *= _fades(fade_out)[0]
+    yield from pending.flush(total)
 
 
 def _frames(segment: StitchInput, rate: int) -> int:
@@ -249,60 +333,41 @@ def k_weighting(rate: int) -> list:
     ]
 
 
-class _Loudness:
-    """BS.1770-4 integrated loudness from K-weighted energies per 100 ms hop, which can be
-    rescaled (a gain) and partly recomputed (after limiting a few stretches) without
-    filtering the whole track again. pyloudnorm's K-weighting filters and gating; pyloudnorm's
-    own meter loops over the blocks in Python, slower than the rest of the stitch on an hour
-    of audio. Tests check that both agree."""
+class _Meter:
+    """BS.1770-4 integrated loudness of a stream: K-weighted energy per 100 ms hop and
+    channel, the filters' state carried from block to block. Filtering runs in float32
+    (a third of the cost of float64; a test checks agreement with pyloudnorm's meter)."""
 
-    WARM_UP_S = 0.5  # filter history recomputed ahead of a stretch (K-weighting settles in ms)
-
-    def __init__(self, audio: np.ndarray, rate: int):
+    def __init__(self, rate: int, channels: int = 2):
         stages = k_weighting(rate)
-        self._sos = np.array([np.concatenate([stage.b, stage.a]) for stage in stages])
-        self._gain = float(np.prod([stage.passband_gain for stage in stages]))
+        self._sos = np.array([np.concatenate([s.b, s.a]) for s in stages], dtype=np.float32)
+        self._gain = np.float32(np.prod([s.passband_gain for s in stages]))
+        self._state = np.zeros((len(stages), channels, 2), dtype=np.float32)
+        self._carry = np.zeros((channels, 0), dtype=np.float32)  # energies of an unfinished hop
+        self._hops: list[np.ndarray] = [np.zeros((channels, 0))]
         self.hop = round(LOUDNESS_HOP_S * rate)
-        self.rate = rate
-        self.hops = self._energies(audio, 0, audio.shape[1] // self.hop)
 
-    def _energies(self, audio: np.ndarray, first: int, last: int) -> np.ndarray:
-        """K-weighted energy of hops [first, last) per channel; filters start at rest
-        ``WARM_UP_S`` earlier (or at the track start)."""
+    def add(self, block: np.ndarray) -> None:
+        """Measure the next samples of the stream, (channels, n)."""
         from scipy.signal import sosfilt
 
-        begin = max(first * self.hop - round(self.WARM_UP_S * self.rate), 0)
-        stop = last * self.hop
-        chunk = self.hop * 600
-
-        def channel(samples: np.ndarray) -> np.ndarray:
-            state = np.zeros((len(self._sos), 2))
-            out = []
-            for start in range(begin, stop, chunk):
-                piece, state = sosfilt(
-                    self._sos, samples[start : min(start + chunk, stop)], zi=state
-                )
-                out.append(np.square(self._gain * piece))
-            weighted = np.concatenate(out)[first * self.hop - begin :]
-            return weighted.reshape(-1, self.hop).sum(axis=1)
-
-        if last <= first:
-            return np.zeros((audio.shape[0], 0))
-        with ThreadPoolExecutor(2) as pool:  # sosfilt releases the GIL
-            return np.array(list(pool.map(channel, audio)))
-
-    def update(self, audio: np.ndarray, first_sample: int, last_sample: int) -> None:
-        """Recompute the hops touching samples [first_sample, last_sample)."""
-        first = first_sample // self.hop
-        last = min(-(-last_sample // self.hop), self.hops.shape[1])
-        self.hops[:, first:last] = self._energies(audio, first, last)
+        weighted, self._state = sosfilt(
+            self._sos, np.asarray(block, dtype=np.float32), axis=1, zi=self._state
+        )
+        energy = np.concatenate([self._carry, np.square(self._gain * weighted)], axis=1)
+        whole = energy.shape[1] // self.hop * self.hop
+        self._hops.append(
+            energy[:, :whole].reshape(len(energy), -1, self.hop).sum(axis=2, dtype=np.float64)
+        )
+        self._carry = energy[:, whole:]
 
     def lufs(self) -> float:
         """Integrated loudness: 400 ms blocks every 100 ms, gated at -70 LUFS and -10 LU."""
+        hops = np.concatenate(self._hops, axis=1)
         per_block = round(LOUDNESS_BLOCK_S / LOUDNESS_HOP_S)
-        if self.hops.shape[1] < per_block:
+        if hops.shape[1] < per_block:
             return float("-inf")
-        window = np.lib.stride_tricks.sliding_window_view(self.hops, per_block, axis=1)
+        window = np.lib.stride_tricks.sliding_window_view(hops, per_block, axis=1)
         z = window.sum(axis=2) / (per_block * self.hop)  # mean square per channel and block
         with np.errstate(divide="ignore"):
             block_loudness = -0.691 + 10 * np.log10(z.sum(axis=0))
@@ -316,7 +381,10 @@ class _Loudness:
 
 def integrated_loudness(audio: np.ndarray, rate: int) -> float:
     """BS.1770-4 integrated loudness (LUFS) of (channels, n) audio."""
-    return _Loudness(audio, rate).lufs()
+    audio = np.atleast_2d(audio)
+    meter = _Meter(rate, audio.shape[0])
+    meter.add(audio)
+    return meter.lufs()
 
 
 def limit(track: np.ndarray, ceiling: float, rate: int) -> list[tuple[int, int]]:
@@ -352,28 +420,6 @@ def limit(track: np.ndarray, ceiling: float, rate: int) -> list[tuple[int, int]]
     return stretches
 
 
-def _normalise(track: np.ndarray, rate: int, settings: AudioSettings) -> tuple[float, float, float]:
-    """Scale and limit ``track`` in place; returns (gain dB, loudness LUFS, true peak dBTP)."""
-    meter = _Loudness(track, rate)
-    loudness = meter.lufs()
-    if not np.isfinite(loudness):  # silence: nothing to normalise
-        return 0.0, float(loudness), float("-inf")
-    gain_db = settings.target_lufs - loudness
-    track *= np.float32(10 ** (gain_db / 20))
-    meter.hops *= 10 ** (gain_db / 10)
-    ceiling = 10 ** ((settings.true_peak_dbtp - LIMITER_MARGIN_DB) / 20)
-    for first, last in limit(track, ceiling, rate):
-        meter.update(track, first, last)
-    peak_db = 20 * np.log10(max(true_peak(track), 1e-12))
-    if peak_db > settings.true_peak_dbtp:  # an inter-sample peak the limiter could not see
-        trim = settings.true_peak_dbtp - peak_db
-        track *= np.float32(10 ** (trim / 20))
-        meter.hops *= 10 ** (trim / 10)
-        gain_db += trim
-        peak_db += trim
-    return float(gain_db), meter.lufs(), float(peak_db)
-
-
 def _frame_stats(mono: np.ndarray) -> tuple[float, float]:
     """Largest frame-to-frame RMS jump (dB) and largest spectral flux in a stretch."""
     hop = METRIC_FRAME // 2
@@ -388,73 +434,227 @@ def _frame_stats(mono: np.ndarray) -> tuple[float, float]:
     return float(np.abs(np.diff(rms_db)).max()), float(flux.max())
 
 
-def _seam_metrics(
-    track: np.ndarray, rate: int, starts: list[int], fades: list[int], nominal: int
-) -> pl.DataFrame:
-    """Seam statistics and their ratio to the same statistics inside the segments."""
-    mono = track.mean(axis=0)
-    margin = round(METRIC_MARGIN_S * rate)
-    seams, inside = [], []
-    for start, fade in zip(starts[1:], fades, strict=True):
-        stretch = mono[max(start - margin, 0) : start + fade + margin]
-        seams.append((start / rate, fade / rate, *_frame_stats(stretch)))
-    length = max(fades, default=0) + 2 * margin
-    for start in starts:  # the same length of music from the middle of each window
-        middle = start + nominal // 2
-        if middle + length // 2 <= len(mono):
-            inside.append(_frame_stats(mono[middle - length // 2 : middle + length // 2]))
-    ref_rms, ref_flux = np.median(np.array(inside), axis=0) if inside else (1.0, 1.0)
-    return pl.DataFrame(
-        [
-            {
-                "time_s": t,
-                "crossfade_s": f,
-                "rms_jump_db": r,
-                "flux": x,
-                "rms_ratio": r / max(ref_rms, 1e-9),
-                "flux_ratio": x / max(ref_flux, 1e-9),
-            }
-            for t, f, r, x in seams
-        ],
-        schema={
-            "time_s": pl.Float64,
-            "crossfade_s": pl.Float64,
-            "rms_jump_db": pl.Float64,
-            "flux": pl.Float64,
-            "rms_ratio": pl.Float64,
-            "flux_ratio": pl.Float64,
-        },
-    )
+class _SeamMeter:
+    """The seam metric over a stream: the mid signal is kept only from the earliest stretch
+    still waiting for its samples."""
+
+    def __init__(self, rate: int):
+        self.rate = rate
+        self._mono = np.zeros(0, dtype=np.float32)
+        self._origin = 0  # track sample of _mono[0]
+        self._waiting: list[tuple[int, int, int]] = []
+        self._seams: list[tuple[float, float, float, float]] = []
+        self._inside: list[tuple[float, float]] = []
+
+    def watch(self, first: int, last: int, fade: int) -> None:
+        """Measure [first, last) once it has streamed past: a seam of ``fade`` samples, or
+        a stretch inside a segment (``fade`` -1)."""
+        self._waiting.append((first, last, fade))
+
+    def add(self, block: np.ndarray) -> None:
+        """The next samples of the track."""
+        self._mono = np.concatenate([self._mono, block.mean(axis=0)])
+        end = self._origin + len(self._mono)
+        waiting = []
+        for first, last, fade in self._waiting:
+            if last > end:
+                waiting.append((first, last, fade))
+                continue
+            stats = _frame_stats(self._mono[max(first - self._origin, 0) : last - self._origin])
+            if fade < 0:
+                self._inside.append(stats)
+            else:
+                margin = round(METRIC_MARGIN_S * self.rate)
+                self._seams.append(((first + margin) / self.rate, fade / self.rate, *stats))
+        self._waiting = waiting
+        keep = min([first for first, _, _ in waiting], default=end)
+        drop = min(max(keep - self._origin, 0), len(self._mono))
+        self._mono, self._origin = self._mono[drop:], self._origin + drop
+
+    def table(self) -> pl.DataFrame:
+        """Seam statistics and their ratio to the same statistics inside the segments."""
+        ref_rms, ref_flux = np.median(np.array(self._inside), axis=0) if self._inside else (1, 1)
+        return pl.DataFrame(
+            [
+                {
+                    "time_s": t,
+                    "crossfade_s": f,
+                    "rms_jump_db": r,
+                    "flux": x,
+                    "rms_ratio": r / max(ref_rms, 1e-9),
+                    "flux_ratio": x / max(ref_flux, 1e-9),
+                }
+                for t, f, r, x in sorted(self._seams)
+            ],
+            schema={
+                "time_s": pl.Float64,
+                "crossfade_s": pl.Float64,
+                "rms_jump_db": pl.Float64,
+                "flux": pl.Float64,
+                "rms_ratio": pl.Float64,
+                "flux_ratio": pl.Float64,
+            },
+        )
 
 
-def stitch_track(segments: Sequence[StitchInput], settings: AudioSettings) -> StitchResult:
-    """Crossfade, place, normalise and measure; see the module docstring."""
+class _StreamLimiter:
+    """``limit`` over a stream, with a look-ahead of ``LIMITER_CONTEXT`` limiter blocks.
+
+    Each chunk of ``LIMITER_CHUNK`` blocks is limited on a copy together with its context on
+    either side (the limiter's reach is one block plus two smoothing windows, less than the
+    context), and only the chunk is committed. The chunk's true peak, measured with its
+    neighbours, must stay under ``true_peak`` (linear): otherwise the chunk is limited again
+    under a ceiling lowered by the excess (an inter-sample peak the sample-peak limiter
+    could not see)."""
+
+    def __init__(self, ceiling: float, true_peak: float, rate: int):
+        self.ceiling, self.true_peak_ceiling, self.rate = ceiling, true_peak, rate
+        self.block = 4 * (2 * round(LIMITER_WINDOW_S * rate) + 1)
+        self.context = LIMITER_CONTEXT * self.block
+        self.chunk = LIMITER_CHUNK * self.block
+        self.peak = 0.0
+        self._buffer = np.zeros((2, 0), dtype=np.float32)
+        self._done = 0  # buffer samples already committed (kept as left context)
+
+    def push(self, block: np.ndarray) -> Iterator[np.ndarray]:
+        """Take the next samples; hand on every chunk whose right context has arrived."""
+        self._buffer = np.concatenate([self._buffer, block], axis=1)
+        while self._buffer.shape[1] - self._done >= self.chunk + self.context:
+            yield self._commit(self.chunk)
+
+    def finish(self) -> Iterator[np.ndarray]:
+        """Hand on what is left at the end of the stream."""
+        while self._buffer.shape[1] > self._done:
+            yield self._commit(min(self.chunk, self._buffer.shape[1] - self._done))
+
+    def _commit(self, size: int) -> np.ndarray:
+        lo = max(self._done - self.context, 0)
+        hi = min(self._done + size + self.context, self._buffer.shape[1])
+        first, last = self._done - lo, self._done + size - lo
+        pad = 2 * len(_oversampling_filter()) // TRUE_PEAK_OVERSAMPLING
+        ceiling = self.ceiling
+        while True:
+            window = self._buffer[:, lo:hi].copy()
+            limit(window, ceiling, self.rate)
+            peak = true_peak(window[:, max(first - pad, 0) : last + pad])
+            if peak <= self.true_peak_ceiling:
+                break
+            ceiling *= 0.999 * self.true_peak_ceiling / peak
+        self.peak = max(self.peak, peak)
+        self._done += size
+        drop = max(self._done - self.context, 0)
+        self._buffer, self._done = self._buffer[:, drop:], self._done - drop
+        return window[:, first:last]
+
+
+class _FlacWriter:
+    """Encodes 24-bit FLAC on its own thread (libsndfile and the filters release the GIL)
+    while the next blocks are computed, and meters the loudness of what it writes."""
+
+    def __init__(self, path: Path, rate: int):
+        self._queue: queue.Queue[np.ndarray | None] = queue.Queue(FLAC_QUEUE)
+        self._path, self._rate = Path(path), rate
+        self.meter = _Meter(rate)
+        self.frames = 0
+        self._error: BaseException | None = None
+        self._aborted = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def write(self, block: np.ndarray) -> None:
+        """Queue the next samples, (2, n) float32 in [-1, 1]."""
+        if self._error is not None:
+            raise self._error
+        self._queue.put(block)
+
+    def close(self) -> None:
+        """Finish the file (atomically in place) or re-raise the encoder's error."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop without leaving a file (the producer failed)."""
+        self._aborted.set()
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        block: np.ndarray | None = None
+        try:
+            with (
+                atomic_path(self._path) as tmp,
+                sf.SoundFile(
+                    tmp, "w", self._rate, 2, "PCM_24", format="FLAC", compression_level=0.0
+                ) as out,
+            ):
+                while (block := self._queue.get()) is not None:
+                    self.meter.add(block)
+                    out.write(to_pcm24(block).T)
+                    self.frames += block.shape[1]
+                if self._aborted.is_set():
+                    raise RuntimeError("stitching failed: no track written")
+        except BaseException as error:  # handed to the producer by write() / close()
+            self._error = error
+            while block is not None:  # the producer is still writing: let it finish
+                block = self._queue.get()
+
+
+def to_pcm24(audio: np.ndarray) -> np.ndarray:
+    """float32 (channels, n) rounded to 24 bits, as the int32 samples libsndfile writes
+    exactly (a file read back as float32 gives these values divided by 2**31)."""
+    scaled = np.rint(np.clip(audio, -1.0, 1.0) * np.float32(2**23))
+    return (np.minimum(scaled, 2**23 - 1).astype(np.int32)) << 8
+
+
+def stitch_track(
+    segments: Sequence[StitchInput], settings: AudioSettings, path: Path
+) -> StitchResult:
+    """Crossfade, place, normalise, measure and write ``path`` (24-bit FLAC, atomically);
+    see the module docstring."""
     if not segments:
         raise ValueError("nothing to stitch")
     rate = settings.sample_rate
     order = sorted(range(len(segments)), key=lambda i: segments[i].start_s)
-    starts = [round(segments[i].start_s * rate) for i in order]
+    ordered = [segments[i] for i in order]
+    starts = [round(s.start_s * rate) for s in ordered]
     if starts[0] < 0:
         raise ValueError("a segment starts before the track")
     nominal = round(settings.segment_seconds * rate)
-    track, fades = _assemble([segments[i] for i in order], starts, rate, nominal)
-    gain_db, loudness, peak = _normalise(track, rate, settings)
-    seams = _seam_metrics(track, rate, starts, fades, nominal)
+    meter, seams = _Meter(rate), _SeamMeter(rate)
+    for block in _assembled(ordered, starts, rate, nominal, seams.watch):
+        meter.add(block)
+        seams.add(block)
+    loudness = meter.lufs()
+    gain_db = settings.target_lufs - loudness if np.isfinite(loudness) else 0.0
+    gain = np.float32(10 ** (gain_db / 20))
+    limiter = _StreamLimiter(
+        10 ** ((settings.true_peak_dbtp - LIMITER_MARGIN_DB) / 20),
+        10 ** (settings.true_peak_dbtp / 20),
+        rate,
+    )
+    writer = _FlacWriter(path, rate)
+    try:
+        for block in _assembled(ordered, starts, rate, nominal, lambda *_: None):
+            for out in limiter.push(block * gain):
+                writer.write(out)
+        for out in limiter.finish():
+            writer.write(out)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
     offsets = [0.0] * len(segments)
     for i, start in zip(order, starts, strict=True):
         offsets[i] = start / rate
     return StitchResult(
-        audio=track,
+        path=Path(path),
+        frames=writer.frames,
         sample_rate=rate,
         offsets_s=offsets,
-        seams=seams,
-        loudness_lufs=loudness,
-        true_peak_dbtp=peak,
-        gain_db=gain_db,
+        seams=seams.table(),
+        loudness_lufs=writer.meter.lufs(),
+        true_peak_dbtp=float(20 * np.log10(limiter.peak)) if limiter.peak > 0 else float("-inf"),
+        gain_db=float(gain_db),
     )
-
-
-def write_track(path: Path, audio: np.ndarray, sample_rate: int) -> None:
-    """Write the track as 24-bit FLAC, atomically."""
-    with atomic_path(Path(path)) as tmp:
-        sf.write(tmp, np.asarray(audio).T, sample_rate, format="FLAC", subtype="PCM_24")
