@@ -642,7 +642,8 @@ def _plan(
     previous piece plays on to the next bar line, then the new scene's piece (its key, tempo,
     ensemble) enters through a pivot chord and the new dominant while the tempo ramps over a
     bar. ``continue``: the same piece; a caption that names another key modulates through
-    the new dominant at the next bar line, another tempo ramps there (ensemble unchanged).
+    the new dominant at the next bar line, another tempo ramps over a bar from the segment's
+    second beat (ensemble unchanged).
     """
     rng = np.random.default_rng(seed)
     if prev is None:
@@ -664,7 +665,9 @@ def _plan(
     pieces = [(-(2**31), dict(prev)), (bar, piece)]
     if abs(params.tempo / prev["tempo"] - 1.0) <= 0.01:
         return pieces, _Grid([(0.0, float(prev["tempo"]))])
-    return pieces, _Grid.ramp(float(prev["tempo"]), bar * 4.0 - start, params.tempo)
+    # The ramp starts a beat in (the crossfade with the previous tail stays on its grid),
+    # not at the bar line: at 60 BPM waiting for it would hold the old tempo for 4 s.
+    return pieces, _Grid.ramp(float(prev["tempo"]), min(bar * 4.0 - start, 1.0), params.tempo)
 
 
 def arrange(
