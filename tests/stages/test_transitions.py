@@ -201,3 +201,19 @@ def test_a_blip_at_the_start_takes_the_scene_that_follows():
     planned = plan([("Forest", "Day", False)] + [("Plains", "Day", False)] * 3)
     assert planned["scene"].n_unique() == 1
     assert planned["scene"][0].startswith("Biome=Plains")
+
+
+def test_a_mood_that_does_not_hold_keeps_the_scene_s_caption():
+    sprints = [10.0, 10.0, 80.0, 10.0, 80.0, 90.0, 10.0, 10.0]
+    frame = windows([("Plains", "Day", False)] * len(sprints))
+    infos = [
+        json.dumps({**json.loads(text), "Motion": {"Sprinting": share}})
+        for text, share in zip(frame["info_str"], sprints, strict=True)
+    ]
+    captions = [f"caption {i}" for i in range(len(sprints))]
+    frame = frame.with_columns(pl.Series("info_str", infos), pl.Series("caption", captions))
+    planned = plan_transitions(frame, PROFILE)
+    assert PROFILE.transitions.mood_groups == ["Climate", "Motion"]
+    # one sprint window is a blip; two in a row are the scene's new mood
+    assert planned["caption"].to_list() == [*captions[:2], "caption 1", *captions[3:]]
+    assert set(planned["transition"].to_list()[1:]) == {"continue"}

@@ -42,6 +42,7 @@ class TransitionRules(BaseModel):
     hysteresis_windows: int = 2
     immediate_on_combat_onset: bool = True
     max_bridged_gap_windows: int = Field(3, ge=0)  # longer gaps in the capture restart the music
+    mood_groups: list[str] = Field(default_factory=list)  # smoothed like scenes within a scene
     crossfade_seconds: dict[str, float] = Field(
         default_factory=lambda: {"continue": 1.0, "change": 1.5, "restart": 2.5}
     )

@@ -63,6 +63,21 @@ def _raw_scenes(
     return scenes
 
 
+def _raw_moods(info_strs: Sequence[str], rules: TransitionRules) -> list[tuple[tuple, bool]]:
+    """Per window: the label holding at least half of each mood group ("-" when none does:
+    a few seconds of sprinting is no sprint), shaped like a scene for ``_settle``."""
+    moods = []
+    for text in info_strs:
+        data = json.loads(text) if text else {}
+        values = []
+        for group in rules.mood_groups:
+            entries = data.get(group) if isinstance(data.get(group), dict) else {}
+            held = [label for label, share in entries.items() if share >= 50]
+            values.append(held[0] if held else "-")
+        moods.append((tuple(values), False))
+    return moods
+
+
 def _runs(values: Sequence[object]) -> list[tuple[int, int]]:
     """(start, stop) of each run of equal consecutive values."""
     bounds = [i for i in range(1, len(values)) if values[i] != values[i - 1]]
@@ -111,9 +126,10 @@ def _transition(i: int, stretches: list[int], settled: list) -> str:
 
 
 def _smoothed_captions(captions: list[str], raw: list, settled: list) -> list[str]:
-    """A window whose own scene was overruled by the hysteresis (one calm window inside a
-    fight) takes the caption of the closest earlier window that is truly in the settled
-    scene (else the closest later one), so what it says is what the scene plays."""
+    """A window whose own scene or mood was overruled by the hysteresis (one calm window
+    inside a fight, one sprint inside a walk) takes the caption of the closest earlier window
+    that truly is in the settled scene and mood (else the closest later one), so what it
+    says is what the scene plays."""
     true = [i for i in range(len(captions)) if raw[i] == settled[i]]
     smoothed = list(captions)
     for i in range(len(captions)):
@@ -149,7 +165,15 @@ def _plan_recording(
         plan["stinger"].append(bool(onset and rules.stinger_on_combat_onset))
         plan["crossfade_s"].append(float(rules.crossfade_seconds.get(transition, 0.0)))
     if captions is not None:
-        plan["caption"] = _smoothed_captions(captions, raw, settled)
+        moods = _raw_moods(info_strs, rules)
+        settled_moods: list[tuple[tuple[str, ...], bool]] = []
+        for start, stop in _runs(settled):
+            settled_moods.extend(_settle(moods[start:stop], rules))
+        plan["caption"] = _smoothed_captions(
+            captions,
+            list(zip(raw, moods, strict=True)),
+            list(zip(settled, settled_moods, strict=True)),
+        )
     return plan
 
 
