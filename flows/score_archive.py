@@ -113,6 +113,8 @@ def deliver_recording(
     _link_stems(out_root / WORK_DIR, job.out_dir / "segments", generated.rendered)
     video = Path(job.row["video"]) if job.row["video"] else None
     source, timings = Path(job.row["source"]), {}
+    offset = {"video_offset_seconds": job.row["video_offset_s"]}  # videos.csv's offset_s
+    settings = settings.model_copy(update={"mux": settings.mux.model_copy(update=offset)})
     try:
         report = deliver_outputs(generated, source, job.out_dir, settings, video, timings)
         problem = None
@@ -359,5 +361,24 @@ def run_archive(
     root: Path, out_dir: Path, settings: Settings, force: bool = False
 ) -> ArchiveReport:
     """Run the archive flow on the engine ``settings.archive`` names."""
+    if settings.archive.engine != "local" and settings.archive.address is None:
+        _share_api_with_local_workers()
     runner = task_runner(settings.archive)
     return score_archive.with_options(task_runner=runner)(root, out_dir, settings, force)
+
+
+def _share_api_with_local_workers() -> None:
+    """A local cluster's workers are new processes: give them this run's Prefect API (the
+    temporary local server when none is configured) before they start, or each one would
+    start a server of its own. Workers of a remote cluster need ``PREFECT_API_URL`` set
+    where they run (docs/nightly.md)."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        from prefect.server.api.server import SubprocessASGIServer
+
+        server = SubprocessASGIServer()  # the one the client of this process uses
+        server.start()
+        url = server.api_url
+    os.environ["PREFECT_API_URL"] = url

@@ -3,6 +3,7 @@ a real local Dask cluster, and a real SIGKILL in the middle of an archive."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import subprocess
@@ -105,16 +106,43 @@ def good_archive(root: Path, recordings: int, windows: int) -> Path:
 
 
 def test_dask_cluster_matches_local_run(prefect_api, isolated_cache, tmp_path, monkeypatch):
-    monkeypatch.setenv("PREFECT_API_URL", prefect_api)  # the cluster's worker processes
-    root = good_archive(tmp_path / "root", 3, 3)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)  # the flow hands it to the workers
+    root = good_archive(tmp_path / "root", 3, 2)
     assert archive(root, tmp_path / "local") == 0
     assert archive(root, tmp_path / "dask", "--engine", "dask", "--workers", "2") == 0
-    for r in range(3):
-        rec = f"2024010{r + 1}000000"
-        local, dask = tmp_path / "local" / rec, tmp_path / "dask" / rec
-        assert (local / "segments.parquet").read_bytes() == (dask / "segments.parquet").read_bytes()
-        assert (sf.read(local / "track.flac")[0] == sf.read(dask / "track.flac")[0]).all()
-    assert statuses(tmp_path / "dask")[rec] == ("scored", 3)
+    recordings = [f"2024010{r + 1}000000" for r in range(3)]
+    assert_same_outputs(tmp_path / "local", tmp_path / "dask", recordings)
+    assert statuses(tmp_path / "dask") == {rec: ("scored", 2) for rec in recordings}
+
+
+def assert_same_outputs(one: Path, other: Path, recordings: list[str]) -> None:
+    """Byte-identical segments.parquet and sample-identical tracks."""
+    for rec in recordings:
+        segments = [(d / rec / "segments.parquet").read_bytes() for d in (one, other)]
+        assert segments[0] == segments[1]
+        tracks = [sf.read(d / rec / "track.flac")[0] for d in (one, other)]
+        assert (tracks[0] == tracks[1]).all()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["dask", "ray"])
+def test_other_clusters_match_local_run(
+    prefect_api, isolated_cache, tmp_path, monkeypatch, engine
+) -> None:
+    """Dask by address (as a multi-node scheduler is reached) and Ray where it is installed."""
+    pytest.importorskip(f"prefect_{engine}", reason=f"prefect-{engine} is not installed")
+    monkeypatch.setenv("PREFECT_API_URL", prefect_api)
+    root = good_archive(tmp_path / "root", 2, 2)
+    assert archive(root, tmp_path / "local") == 0
+    with contextlib.ExitStack() as stack:
+        where = ["--workers", "2"]
+        if engine == "dask":
+            from distributed import LocalCluster
+
+            cluster = stack.enter_context(LocalCluster(n_workers=2, threads_per_worker=1))
+            where = ["--address", cluster.scheduler_address]
+        assert archive(root, tmp_path / engine, "--engine", engine, *where) == 0
+    assert_same_outputs(tmp_path / "local", tmp_path / engine, ["20240101000000", "20240102000000"])
 
 
 def test_killed_archive_resumes_without_redoing_finished_work(prefect_api, tmp_path) -> None:
