@@ -14,6 +14,7 @@ import soundfile as sf
 from scipy.signal import resample_poly
 
 from bgm_batch.settings import MuxSettings
+from bgm_batch.stages import mux
 from bgm_batch.stages.mux import (
     FfmpegMissingError,
     LengthMismatchError,
@@ -24,6 +25,7 @@ from bgm_batch.stages.mux import (
     mux_video,
     probe_media,
 )
+from bgm_batch.testing.testvideo import make_test_video
 
 VIDEO_S = 6.0
 LOUD_UNTIL_S = 3.0  # the game audio is a loud 3 kHz tone until here, then silence
@@ -52,6 +54,13 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def game_video(media: Path) -> Path:
     return _lavfi_video(media / "game.mp4", VIDEO_S, with_audio=True)
+
+
+@pytest.fixture(scope="module")
+def gameplay_video(media: Path) -> Path:
+    """Footsteps, then a fight with hits: the transients that make AAC overshoot its input."""
+    scenes = [(0.0, "Plains / Day"), (6.0, "Plains / Day / fight")]
+    return make_test_video(media / "gameplay.mp4", 14.0, timeline=scenes, width=64, height=48)
 
 
 @pytest.fixture(scope="module")
@@ -210,6 +219,18 @@ def test_mux_masters_to_the_loudness_target_at_48k(game_video: Path, tmp_path: P
     quieter = mux_video(game_video, track, tmp_path / "quiet.mp4", MuxSettings(target_lufs=-23.0))
     assert quieter.loudness_lufs == pytest.approx(-23.0, abs=1.0)
     assert report.to_json()["out"] == str(tmp_path / "scored.mp4")
+
+
+def test_mastering_holds_the_ceiling_through_the_aac_encoder(
+    gameplay_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first encode aims at the ceiling itself; what AAC adds on top is measured and removed
+    monkeypatch.setattr(mux, "AAC_HEADROOM_DB", 0.0)
+    track = _track(tmp_path / "track.flac", 14.0)
+    report = mux_video(gameplay_video, track, tmp_path / "scored.mp4", MuxSettings())
+    audio = _decode_stereo(tmp_path / "scored.mp4")
+    assert _true_peak_db(audio) <= -1.0 and report.true_peak_dbtp <= -1.0
+    assert pyloudnorm.Meter(SR).integrated_loudness(audio) == pytest.approx(-14.0, abs=1.0)
 
 
 def test_ducking_lowers_the_music_by_its_depth_while_the_game_is_loud(

@@ -32,7 +32,9 @@ from bgm_batch.settings import MuxSettings
 LOOP_SECONDS = 10.0  # how much of the track's end is repeated when padding: a musical phrase
 LOOP_CROSSFADE_SECONDS = 0.5
 LIMITER_RATE = 192000  # the limiter runs at 4x 48 kHz, so its sample peaks track true peaks
-AAC_HEADROOM_DB = 0.5  # AAC encoding overshoots peaks a little: the limiter aims this far below
+AAC_HEADROOM_DB = 1.5  # AAC overshoots peaks (up to ~2 dB on game clicks): the limiter aims lower
+MASTER_ATTEMPTS = 3  # encodes at most: each overshoot measured is added to the headroom
+METER_MARGIN_DB = 0.1  # ebur128 prints one decimal: -1.0 may be -0.95, so aim below that
 
 
 class FfmpegMissingError(BgmError, RuntimeError):
@@ -327,10 +329,10 @@ def _ducked(tune: Any, key: Any, settings: MuxSettings) -> Any:
     return ffmpeg.filter([dry, gated], "amix", inputs=2, duration="first", normalize=0)
 
 
-def _master(mix: Any, gain_db: float, settings: MuxSettings) -> Any:
-    """``mix`` raised by ``gain_db`` and held under the true-peak ceiling by a limiter at
-    ``LIMITER_RATE``, then back at ``sample_rate``."""
-    ceiling = 10.0 ** ((settings.true_peak_dbtp - AAC_HEADROOM_DB) / 20.0)
+def _master(mix: Any, gain_db: float, headroom_db: float, settings: MuxSettings) -> Any:
+    """``mix`` raised by ``gain_db`` and held ``headroom_db`` under the true-peak ceiling by a
+    limiter at ``LIMITER_RATE``, then back at ``sample_rate``."""
+    ceiling = 10.0 ** ((settings.true_peak_dbtp - headroom_db) / 20.0)
     limited = (
         mix.filter("volume", f"{gain_db:.3f}dB")
         .filter("aresample", LIMITER_RATE)
@@ -376,6 +378,33 @@ def _run(stream: Any, what: str) -> None:
         raise MuxError(f"ffmpeg failed {what}: {_ffmpeg_reason(exc)}") from exc
 
 
+def _encode(
+    video: Path,
+    music: _PlacedMusic,
+    info: MediaInfo,
+    settings: MuxSettings,
+    levels: tuple[float, float],
+    out: Path,
+) -> AudioPath:
+    """Write ``out``: the video copied, the mix mastered with ``levels`` (gain, headroom dB)."""
+    video_in = ffmpeg.input(str(video))
+    mixed, path = _mix(video_in, music, info, settings)
+    with atomic_path(out) as tmp:
+        stream = ffmpeg.output(
+            video_in["v:0"],
+            _master(mixed, *levels, settings),
+            str(tmp),
+            vcodec="copy",
+            acodec="aac",
+            audio_bitrate="192k",
+            ar=settings.sample_rate,
+            aac_coder="fast",  # the default two-loop coder took ~3x the time on a 31 min mux
+            movflags="+faststart",
+        )
+        _run(stream, f"muxing {video} with {music.track}")
+    return path
+
+
 def mux_video(
     video: Path,
     track: Path,
@@ -387,9 +416,10 @@ def mux_video(
     """Write ``out``: ``video``'s picture (copied) with the mastered mix under it, as AAC.
 
     Two passes over the mix: the first measures its loudness, the second applies the gain to
-    ``target_lufs`` and the limiter while muxing; the written file is measured again for the
-    report. ``recording_s`` is the recording's length for the fit check; the track's length
-    stands in for it when not given (the track covers the recording's windows).
+    ``target_lufs`` and the limiter while muxing; the written file is measured again, and
+    encoded again with more headroom should AAC have pushed a peak over the ceiling.
+    ``recording_s`` is the recording's length for the fit check; the track's length stands in
+    for it when not given (the track covers the recording's windows).
     """
     _require("ffmpeg")
     info = probe_media(video)
@@ -404,22 +434,14 @@ def mux_video(
         gain_db = 0.0
         if mix_lufs.integrated_lufs > SILENCE_LUFS:
             gain_db = settings.target_lufs - mix_lufs.integrated_lufs
-        video_in = ffmpeg.input(str(video))
-        mixed, path = _mix(video_in, music, info, settings)
-        with atomic_path(Path(out)) as tmp:
-            stream = ffmpeg.output(
-                video_in["v:0"],
-                _master(mixed, gain_db, settings),
-                str(tmp),
-                vcodec="copy",
-                acodec="aac",
-                audio_bitrate="192k",
-                ar=settings.sample_rate,
-                aac_coder="fast",  # the default two-loop coder took ~3x the time on a 31 min mux
-                movflags="+faststart",
-            )
-            _run(stream, f"muxing {video} with {track}")
-    final = measure_loudness(Path(out))
+        headroom = AAC_HEADROOM_DB
+        for _ in range(MASTER_ATTEMPTS):
+            path = _encode(video, music, info, settings, (gain_db, headroom), Path(out))
+            final = measure_loudness(Path(out))
+            over = final.true_peak_dbtp - (settings.true_peak_dbtp - METER_MARGIN_DB)
+            if over <= 0:
+                break
+            headroom += over + 0.5  # the encoder overshot the ceiling: aim lower, encode again
     return MuxReport(
         out=Path(out),
         audio_path=path,
