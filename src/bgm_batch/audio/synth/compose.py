@@ -504,7 +504,8 @@ def _write_bar(w: _Writer, state: Mapping[str, Any], bar: int) -> None:
     _write_accompaniment(w, b0, chord, section.variation)
     if state["drums"]:
         _write_drums(w, b0, section)
-    if bar in cue:
+    if bar in cue:  # the new lead enters on the transition chord's third (the leading tone)
+        w.add("lead", b0, 3.8, _voice(chord[1:2], 72)[0], 70 + 6 * w.level)
         if bar + 1 not in cue and state["drums"]:
             _write_fill(w, b0 + 4.0)
         return
