@@ -6,6 +6,11 @@ redoes only what was unfinished: generated texts live in the persistent text cac
 (``settings.text.cache_dir``), rendered segments in ``DIR/segments`` (also the stems).
 The cheap stages (import, characterization, stitching) simply run again. Prefect's result
 cache is not used: its inputs would be whole frames and audio, costly to hash and store.
+Once the deliverables are published the segments' audio is deleted (``--keep-work`` keeps it).
+
+Orchestration: with a Prefect server or Prefect Cloud configured (``PREFECT_API_URL``) the
+flow reports there; otherwise ``prefect_env.run_flow`` calls it as a plain function and its
+tasks run as plain calls (``flows.local``), so a local run never starts a temporary server.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from prefect import flow, task
+from bgm_batch.flows.local import task
+from prefect import flow
 from prefect.cache_policies import NO_CACHE
 
 from bgm_batch.data import ingest
@@ -215,5 +221,7 @@ def deliver_outputs(
             video=source,
         )
     publish.publish(staging, out_dir)
+    if not settings.keep_work:  # the per-window audio was a work file: the track is out
+        render.remove_work_files(rendered)
     notes = {"warnings": loaded.warnings, "quarantine": quarantine}
     return ScoreReport(out_dir, counts, timings, scored, text_stats, **notes)

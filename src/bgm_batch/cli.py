@@ -151,6 +151,8 @@ def _score_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["library"] = {k: v for k, v in library.items() if v is not None}
     if args.offline:
         overrides["offline"] = True
+    if args.keep_work:
+        overrides["keep_work"] = True
     if args.quiet:
         overrides["progress"] = False
     for flag, (path, _, _) in _SETTING_FLAGS.items():
@@ -196,12 +198,18 @@ def _score(args: argparse.Namespace) -> int:
             _fail(problem)
         return 2
     from bgm_batch.flows.score_session import score_session
+    from bgm_batch.prefect_env import run_flow
     from bgm_batch.stages import publish
 
     with publish.run_lock(args.out, sys.argv), publish.temp_files_under(args.out):
         try:
-            report = score_session(
-                args.input, args.out, settings, video=args.video, recording=args.recording
+            report = run_flow(
+                score_session,
+                args.input,
+                args.out,
+                settings,
+                video=args.video,
+                recording=args.recording,
             )
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             return _fail(str(exc))
@@ -265,6 +273,11 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress, only errors")
     p.add_argument(
         "--offline", action="store_true", help="never contact the model hub (local models only)"
+    )
+    p.add_argument(
+        "--keep-work",
+        action="store_true",
+        help="keep the per-window audio work files (OUT/segments) after a successful run",
     )
     _add_setting_flags(p)
 
@@ -350,6 +363,7 @@ _OTHER_FLAGS = {
     "profile": "--profile",
     "progress": "--no-progress",
     "offline": "--offline",
+    "keep_work": "--keep-work",
     "text.backend": "--text",
     "text.model": "--llm",
     "text.adapter": "--adapter",

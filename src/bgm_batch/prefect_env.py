@@ -2,12 +2,22 @@
 
 Prefect reads its settings from the environment when it is first imported, so the CLI and the
 tests call ``configure_prefect`` before importing any flow. Values already set by the user win.
+
+Which Prefect a run uses (``run_flow``): the server or Prefect Cloud workspace the user
+configured (``PREFECT_API_URL`` in the environment or the active Prefect profile), or a
+temporary local server when they ask for one (``PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=true`` in
+the environment). Otherwise none: the flow's function runs directly and its tasks as plain
+calls (``bgm_batch.flows.local``), without Prefect's retries and run history, and no server
+process is started (so none can be orphaned by a kill). A one-window run then costs its
+stages plus Python's imports, not the seconds a temporary server takes to start.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 
@@ -19,6 +29,7 @@ DEFAULTS = {
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "TOKENIZERS_PARALLELISM": "false",
 }
+EPHEMERAL_VARS = ("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "PREFECT_SERVER_EPHEMERAL_ENABLED")
 
 
 def configure_prefect(home: Path | None = None) -> None:
@@ -29,3 +40,19 @@ def configure_prefect(home: Path | None = None) -> None:
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # its database lives here
     for key, value in DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def orchestrated() -> bool:
+    """Whether runs report to Prefect: an API URL is configured, or the user's environment
+    asks for a temporary server (Prefect's default profile enabling one does not count)."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return True
+    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in EPHEMERAL_VARS)
+
+
+def run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a Prefect flow under Prefect when ``orchestrated()``, else its plain function."""
+    runner: Callable[..., Any] = flow if orchestrated() else flow.fn
+    return runner(*args, **kwargs)

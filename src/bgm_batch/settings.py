@@ -57,6 +57,7 @@ class AudioSettings(BaseModel):
     true_peak_dbtp: float = -1.0
     soundfont: Path | None = None
     device: str = "auto"
+    render_workers: int = Field(0, ge=0)  # processes for a CPU backend (synth); 0: one per core
 
 
 class IngestSettings(BaseModel):
@@ -118,6 +119,7 @@ class Settings(BaseSettings):
     seed: int = 0
     profile: str = "minecraft"  # a profile name under schemas/profiles or a path to a YAML file
     progress: bool = True
+    keep_work: bool = False  # keep the per-window audio work files after a successful run
     offline: bool = False  # never contact the model hub (as HF_HUB_OFFLINE=1 does)
     # the text cache (<cache_dir>/text) and Prefect's home (<cache_dir>/prefect)
     cache_dir: Path = Field(default_factory=lambda: Path(platformdirs.user_cache_dir("bgm-batch")))

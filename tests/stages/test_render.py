@@ -19,7 +19,8 @@ import soundfile as sf
 
 from bgm_batch.audio.protocol import AUDIO_BACKENDS, RenderedSegment, SegmentRequest
 from bgm_batch.settings import AudioSettings
-from bgm_batch.stages.render import render_segments, segment_seed
+from bgm_batch.stages import render
+from bgm_batch.stages.render import AUDIO_SUFFIX, remove_work_files, render_segments, segment_seed
 
 # Short windows keep the tests quick; the scheduling is the same as with 10 s ones.
 SETTINGS = AudioSettings(segment_seconds=2.0, overlap_seconds=0.5, prompt_seconds=1.0, batch_size=2)
@@ -102,7 +103,7 @@ def test_step_k_batches_carry_the_anchor(tmp_path):
     assert follow.transition == "continue" and follow.prev_state["tempo"] > 0
     assert follow.prompt_audio.shape == (2, 48000) and follow.prompt_sample_rate == 48000
     # the anchor is the second before segment a/2's window ends, not its crossfade tail
-    previous = sf.read(tmp_path / "a" / "000002.wav", dtype="float32")[0].T
+    previous = sf.read(tmp_path / "a" / f"000002{AUDIO_SUFFIX}", dtype="float32")[0].T
     assert np.array_equal(follow.prompt_audio, previous[:, 48000:96000])
     assert follow.seed == segment_seed(3, "a", 3)
     # each segment reaches into the next window by max(overlap, next crossfade)
@@ -218,3 +219,27 @@ def test_resumes_after_sigkill(tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in b)
     metas = [json.loads(p.read_text()) for p in sorted(work.glob("k/*.json"))]
     assert [m["index"] for m in metas] == list(range(12))
+
+
+@pytest.mark.slow  # two worker starts: 10-40 s on a busy 2-core machine
+def test_processes_render_the_same_audio_and_work_files_go_after_delivery(tmp_path, monkeypatch):
+    """12 windows in 4 runs: spread over 2 worker processes, the segments equal those of an
+    in-process render; work files are 24-bit FLAC; removing them keeps the MIDI."""
+    rows = [
+        ("p", i, "start" if i % 3 == 0 else "continue", (CALM, DARK)[i // 3 % 2]) for i in range(12)
+    ]
+    frame = planned(rows)
+    settings = SETTINGS.model_copy(update={"render_workers": 2})
+    backend = AUDIO_BACKENDS.create("synth", settings)
+    monkeypatch.setattr(render, "PROCESS_MIN_SEGMENTS", 8)
+    spread = render_segments(frame, backend, settings, seed=2, work_dir=tmp_path / "spread")
+    monkeypatch.setattr(render, "PROCESS_MIN_SEGMENTS", 10**6)
+    alone = render_segments(frame, backend, settings, seed=2, work_dir=tmp_path / "alone")
+    assert spread.rendered == alone.rendered == 12
+    a, b = audio_of(spread), audio_of(alone)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in b)
+    info = sf.info(spread.segments["audio_path"][0])
+    assert (info.format, info.subtype) == ("FLAC", "PCM_24")
+    assert remove_work_files(spread) == 24
+    left = sorted(p.suffix for p in (tmp_path / "spread").rglob("*"))
+    assert left == [""] + [".mid"] * 12

@@ -16,15 +16,25 @@ Timing: segment k starts at its window's start in the track. It is rendered
 ``segment_seconds`` mark), so a continuing model picks up exactly at the window boundary.
 
 Resume: each finished segment is written atomically to ``work_dir/<recording>/`` as
-``<index>.wav`` (32-bit float: lossless, and a memory copy to write and read, where FLAC costs
-about 4 ms of CPU per second of audio, a minute for an hour of segments written and read
-back), ``<index>.mid`` when the backend composes MIDI, and last
+``<index>.flac`` (24-bit, compression level 0: half the size of float WAV, about 4 ms of CPU
+per segment to write), ``<index>.mid`` when the backend composes MIDI, and last
 ``<index>.json`` (state, seed, caption, backend identity and a chained key). The key hashes
 the row's own inputs and its predecessor's key, so a changed caption re-renders its segment
 and every segment that continues from it. A rerun loads segments whose key matches instead
 of rendering them; a process killed at any point leaves each segment either complete or
-absent. Float WAV round-trips exactly, so a resumed run continues from the very samples a
-fresh run would have used.
+absent. The audio is rounded to 24 bits before it is written and before its tail becomes
+the next segment's prompt, so a resumed run continues from the very samples a fresh run
+would have used. The audio and JSON files are work files: ``remove_work_files`` deletes
+them once the track is delivered, keeping the MIDI.
+
+Parallelism: runs are independent, so a CPU backend that is safe to run once per process
+(``PROCESS_BACKENDS``) renders them in ``settings.render_workers`` processes (0: one per
+core): this one and spawned workers, each building its own backend from the registry and
+taking groups of whole runs; each worker dies with its parent (``PR_SET_PDEATHSIG``), so a
+killed run leaves no renderer behind. Short jobs (under ``PROCESS_MIN_SEGMENTS``) stay in
+process: a worker costs a few seconds of CPU to start (numpy, scipy, FluidSynth). Segments
+do not depend on which process renders them. As with any spawned worker, a script calling
+this must guard its top level with ``if __name__ == "__main__"``.
 
 A request that raises is retried alone; if it still fails the row is reported in
 ``RenderResult.failures`` and its successor restarts its run.
@@ -32,11 +42,17 @@ A request that raises is retried alone; if it still fails the row is reported in
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import multiprocessing
+import os
 import re
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,12 +62,21 @@ import polars as pl
 import soundfile as sf
 
 from bgm_batch.atomic import atomic_path, write_bytes, write_text
-from bgm_batch.audio.protocol import AudioBackend, RenderedSegment, SegmentRequest
+from bgm_batch.audio.protocol import (
+    AUDIO_BACKENDS,
+    AudioBackend,
+    RenderedSegment,
+    SegmentRequest,
+)
 from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
+from bgm_batch.stages.stitch import to_pcm24
 from bgm_batch.stages.transitions import ANCHORED
 
-AUDIO_SUFFIX = ".wav"
+AUDIO_SUFFIX = ".flac"
+PROCESS_BACKENDS = {"synth"}  # registry backends that may run once per worker process
+PROCESS_MIN_SEGMENTS = 32
+GROUPS_PER_WORKER = 4  # run groups per worker: progress steps and load balance
 
 
 @dataclass
@@ -179,8 +204,9 @@ class _Store:
         prompt, _ = sf.read(audio_path, start=start, stop=stop, dtype="float32", always_2d=True)
         return meta, _Anchor(key, prompt.T.copy(), meta["sample_rate"], meta["state"])
 
-    def save(self, row: _Row, key: str, segment: RenderedSegment, audio: np.ndarray) -> dict:
-        """Queue the segment's files; returns the metadata the JSON will hold."""
+    def save(self, row: _Row, key: str, segment: RenderedSegment, pcm: np.ndarray) -> dict:
+        """Queue the segment's files (``pcm``: ``to_pcm24`` samples); returns the metadata
+        the JSON will hold."""
         meta = {
             "key": key,
             "recording": row.recording,
@@ -188,18 +214,25 @@ class _Store:
             "caption": row.caption,
             "seed": row.seed,
             "sample_rate": segment.sample_rate,
-            "frames": int(audio.shape[1]),
+            "frames": int(pcm.shape[1]),
             "state": segment.state,
             "audio_path": str(row.stem.with_suffix(AUDIO_SUFFIX)),
             "midi_path": str(row.stem.with_suffix(".mid")) if segment.midi else None,
         }
-        self._pending.append(self._pool.submit(self._write, row, meta, segment.midi, audio))
+        self._pending.append(self._pool.submit(self._write, row, meta, segment.midi, pcm))
         return meta
 
     @staticmethod
-    def _write(row: _Row, meta: dict, midi: bytes | None, audio: np.ndarray) -> None:
+    def _write(row: _Row, meta: dict, midi: bytes | None, pcm: np.ndarray) -> None:
         with atomic_path(row.stem.with_suffix(AUDIO_SUFFIX)) as tmp:
-            sf.write(tmp, audio.T, meta["sample_rate"], subtype="FLOAT")
+            sf.write(
+                tmp,
+                pcm.T,
+                meta["sample_rate"],
+                format="FLAC",
+                subtype="PCM_24",
+                compression_level=0.0,
+            )
         if midi is not None:
             write_bytes(row.stem.with_suffix(".mid"), midi)
         write_text(row.stem.with_suffix(".json"), json.dumps(meta))
@@ -243,6 +276,22 @@ def _checked(segment: RenderedSegment) -> np.ndarray:
     return audio
 
 
+@dataclass
+class _Outcome:
+    """What rendering some runs produced: segment metadata, failures and counts."""
+
+    done: list[dict]
+    failures: list[dict]
+    rendered: int = 0
+    reused: int = 0
+
+    def add(self, other: _Outcome) -> None:
+        self.done += other.done
+        self.failures += other.failures
+        self.rendered += other.rendered
+        self.reused += other.reused
+
+
 def render_segments(
     frame: pl.DataFrame,
     backend: AudioBackend,
@@ -259,12 +308,105 @@ def render_segments(
     for folder in {row.stem.parent for run in runs for row in run}:
         for stale in folder.glob(".*.tmp.*"):  # left by a killed run
             stale.unlink(missing_ok=True)
-    anchors: list[_Anchor | None] = [None] * len(runs)
-    done: list[dict] = []
-    failures: list[dict] = []
-    rendered = reused = 0
-    store = _Store()
     bar = Progress("render", sum(map(len, runs)), unit="seg", enabled=progress)
+    try:
+        workers = _workers(backend, settings, sum(map(len, runs)))
+        if workers > 1:
+            outcome = _render_in_processes(runs, backend, identity, settings, workers, bar)
+        else:
+            outcome = _render_runs(runs, backend, identity, settings, bar.update)
+    finally:
+        bar.close()
+    return RenderResult(
+        segments=_segments_frame(outcome.done),
+        failures=_failures_frame(outcome.failures),
+        rendered=outcome.rendered,
+        reused=outcome.reused,
+    )
+
+
+def _workers(backend: AudioBackend, settings: AudioSettings, segments: int) -> int:
+    """How many processes render: one per core for a process-safe backend on a long job."""
+    if backend.name not in PROCESS_BACKENDS or segments < PROCESS_MIN_SEGMENTS:
+        return 1
+    return settings.render_workers or os.cpu_count() or 1
+
+
+def _render_in_processes(
+    runs: list[list[_Row]],
+    backend: AudioBackend,
+    identity: dict[str, str],
+    settings: AudioSettings,
+    workers: int,
+    bar: Progress,
+) -> _Outcome:
+    """Spread whole runs over this process and ``workers - 1`` spawned ones: groups balanced
+    by length, largest first to the workers, which are kept two groups ahead; this process
+    renders the smallest groups meanwhile (no core waits for a worker to start)."""
+    groups: list[list[list[_Row]]] = [[] for _ in range(workers * GROUPS_PER_WORKER)]
+    sizes = [0] * len(groups)
+    for run in sorted(runs, key=len, reverse=True):
+        smallest = sizes.index(min(sizes))
+        groups[smallest].append(run)
+        sizes[smallest] += len(run)
+    queue = deque(sorted((g for g in groups if g), key=lambda g: -sum(map(len, g))))
+    outcome = _Outcome([], [])
+
+    def collect(part: _Outcome) -> None:
+        outcome.add(part)
+        bar.update(part.rendered + part.reused + len(part.failures))
+
+    with ProcessPoolExecutor(
+        workers - 1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(backend.name, settings, identity),
+    ) as pool:
+        running: set[Future] = set()
+        while queue or running:
+            while queue and len(running) < 2 * (workers - 1):
+                running.add(pool.submit(_worker_render, queue.popleft(), settings))
+            if queue:
+                collect(_render_runs(queue.pop(), backend, identity, settings, _ignore))
+            finished, running = wait(running, timeout=0 if queue else None)
+            for future in finished:
+                collect(future.result())
+    return outcome
+
+
+def _ignore(_n: int = 1) -> None:
+    """Progress of a group is counted when the whole group is done."""
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(name: str, settings: AudioSettings, identity: dict[str, str]) -> None:
+    """In a worker: die with the parent, build the backend, check it is the parent's."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    backend = AUDIO_BACKENDS.create(name, settings)
+    if backend.identity() != identity:
+        raise RuntimeError(f"worker backend {backend.identity()} differs from {identity}")
+    _WORKER["backend"] = backend
+
+
+def _worker_render(runs: list[list[_Row]], settings: AudioSettings) -> _Outcome:
+    backend = _WORKER["backend"]
+    return _render_runs(runs, backend, backend.identity(), settings, _ignore)
+
+
+def _render_runs(
+    runs: list[list[_Row]],
+    backend: AudioBackend,
+    identity: dict[str, str],
+    settings: AudioSettings,
+    advance: Callable[..., None],
+) -> _Outcome:
+    """Walk the runs in lockstep: step k of every run, in batches (module docstring)."""
+    anchors: list[_Anchor | None] = [None] * len(runs)
+    outcome = _Outcome([], [])
+    store = _Store()
     try:
         for step in range(max(map(len, runs), default=0)):
             todo: list[tuple[int, _Row, str, str]] = []
@@ -276,51 +418,64 @@ def render_segments(
                 key = _key(row, identity, transition, anchor)
                 saved = store.load(row, key, settings)
                 if saved:
-                    done.append({**saved[0], "reused": True})
+                    outcome.done.append({**saved[0], "reused": True})
                     anchors[r] = saved[1]
-                    reused += 1
-                    bar.update()
+                    outcome.reused += 1
+                    advance()
                 else:
                     todo.append((r, row, key, transition))
             for start in range(0, len(todo), settings.batch_size):
                 chunk = todo[start : start + settings.batch_size]
-                requests = [
-                    _request(row, transition, anchors[r]) for r, row, _, transition in chunk
-                ]
-                for (r, row, key, _), result in zip(
-                    chunk, _render_batch(backend, requests), strict=True
-                ):
-                    try:
-                        if isinstance(result, Exception):
-                            raise result
-                        audio = _checked(result)
-                    except Exception as error:
-                        failures.append(
-                            {
-                                "recording": row.recording,
-                                "index": row.index,
-                                "reason": f"{type(error).__name__}: {error}",
-                            }
-                        )
-                        anchors[r] = None
-                        continue
-                    meta = store.save(row, key, result, audio)
-                    begin, stop = _prompt_window(settings, result.sample_rate)
-                    anchors[r] = _Anchor(
-                        key, audio[:, begin:stop], result.sample_rate, result.state
-                    )
-                    done.append({**meta, "reused": False})
-                    rendered += 1
-                bar.update(len(chunk))
+                _render_chunk(chunk, anchors, backend, store, settings, outcome)
+                advance(len(chunk))
     finally:
-        bar.close()
         store.close()
-    return RenderResult(
-        segments=_segments_frame(done),
-        failures=_failures_frame(failures),
-        rendered=rendered,
-        reused=reused,
-    )
+    return outcome
+
+
+def _render_chunk(
+    chunk: list[tuple[int, _Row, str, str]],
+    anchors: list[_Anchor | None],
+    backend: AudioBackend,
+    store: _Store,
+    settings: AudioSettings,
+    outcome: _Outcome,
+) -> None:
+    """Render one batch; save each segment (rounded to 24 bits) and make it its run's anchor."""
+    requests = [_request(row, transition, anchors[r]) for r, row, _, transition in chunk]
+    for (r, row, key, _), result in zip(chunk, _render_batch(backend, requests), strict=True):
+        try:
+            if isinstance(result, Exception):
+                raise result
+            pcm = to_pcm24(_checked(result))
+        except Exception as error:
+            outcome.failures.append(
+                {
+                    "recording": row.recording,
+                    "index": row.index,
+                    "reason": f"{type(error).__name__}: {error}",
+                }
+            )
+            anchors[r] = None
+            continue
+        meta = store.save(row, key, result, pcm)
+        begin, stop = _prompt_window(settings, result.sample_rate)
+        prompt = pcm[:, begin:stop].astype(np.float32) * np.float32(2**-31)  # as read back
+        anchors[r] = _Anchor(key, prompt, result.sample_rate, result.state)
+        outcome.done.append({**meta, "reused": False})
+        outcome.rendered += 1
+
+
+def remove_work_files(result: RenderResult) -> int:
+    """Delete the rendered segments' audio and JSON (the MIDI stays); returns how many files
+    went. Called once the track is delivered, unless the work is kept."""
+    removed = 0
+    for audio in result.segments["audio_path"]:
+        for path in (Path(audio).with_suffix(".json"), Path(audio)):  # the JSON marks it whole
+            if path.is_file():
+                path.unlink()
+                removed += 1
+    return removed
 
 
 def _request(row: _Row, transition: str, anchor: _Anchor | None) -> SegmentRequest:
