@@ -104,6 +104,7 @@ class LibrarySettings(BaseModel):
     feedback: str | None = None  # a refinement turn, e.g. "less vocals, more epic strings"
     feedback_for: str | None = None  # its scope: a scene substring or a time range "60-180"
     text_weight: float = 1.0  # description embedding vs. the stretch's captions
+    lexical_weight: float = 0.3  # BM25 of the stretch's words in the description (0..1)
     feature_weight: float = 0.5  # measured energy, tempo and mode vs. what the captions ask
     clap_weight: float = 0.5  # CLAP audio vs. caption text (indexes built with a CLAP model)
     fit_margin: float = Field(0.15, ge=0)  # tracks this close to the best count as fitting

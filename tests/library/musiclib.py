@@ -99,3 +99,50 @@ def index_dir(music_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     out = tmp_path_factory.mktemp("index")
     index_library(music_dir, out, LibrarySettings())
     return out
+
+
+def build_tiny_clap(out_dir: Path, seed: int = 0) -> Path:
+    """A random ``ClapModel`` (16-dim projections, 2-layer text and audio towers) with a BPE
+    tokenizer and a 48 kHz ``ClapFeatureExtractor``, saved for ``from_pretrained(out_dir)``."""
+    import torch
+    from transformers import (
+        ClapAudioConfig,
+        ClapConfig,
+        ClapFeatureExtractor,
+        ClapModel,
+        ClapTextConfig,
+    )
+
+    from bgm_batch.testing.tiny_llm import train_tokenizer
+
+    tokenizer = train_tokenizer()
+    tokenizer.padding_side = "right"
+    text = ClapTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=tokenizer.pad_token_id,
+        projection_dim=16,
+    )
+    audio = ClapAudioConfig(
+        hidden_size=32,
+        patch_embeds_hidden_size=16,
+        depths=[1, 1],
+        num_attention_heads=[2, 2],
+        window_size=8,
+        spec_size=256,
+        num_mel_bins=64,
+        projection_dim=16,
+        enable_fusion=False,
+    )
+    torch.manual_seed(seed)
+    config = ClapConfig(text_config=text.to_dict(), audio_config=audio.to_dict(), projection_dim=16)
+    ClapModel(config).save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    ClapFeatureExtractor(feature_size=64, sampling_rate=48000, max_length_s=10).save_pretrained(
+        out_dir
+    )
+    return out_dir

@@ -28,6 +28,7 @@ class ClapEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(model_id)
         self.extractor = AutoFeatureExtractor.from_pretrained(model_id)
         self.device = device
+        self._fused = bool(self.model.config.audio_config.enable_fusion)
 
     def _middle(self, path: str | Path) -> np.ndarray:
         import librosa
@@ -49,6 +50,7 @@ class ClapEncoder:
             inputs = self.extractor(
                 [self._middle(path)],
                 sampling_rate=self.extractor.sampling_rate,
+                truncation="fusion" if self._fused else "rand_trunc",  # no crop: cut already
                 return_tensors="pt",
             ).to(self.device)
             with self._torch.inference_mode():

@@ -204,6 +204,8 @@ def _embed(
     """Vectors for ``keys`` in order: reused where known, encoded otherwise."""
     todo = [k for k in dict.fromkeys(keys) if k not in reused]
     fresh = dict(zip(todo, encode(todo), strict=True)) if todo else {}
+    if not keys:
+        return np.zeros((0, 0), np.float32)
     return np.stack([reused.get(k, fresh.get(k)) for k in keys]).astype(np.float32)
 
 
@@ -223,6 +225,8 @@ def build_index(
 ) -> IndexReport:
     """Index ``music_dir`` into ``index_dir`` (see the module docstring)."""
     music_dir, index_dir = Path(music_dir).resolve(), Path(index_dir)
+    if not music_dir.is_dir():
+        raise FileNotFoundError(f"music folder not found: {music_dir}")
     previous = _previous(index_dir)
     old_rows = previous.tracks.to_dicts() if previous else []
     rows, skipped, analysed = _analysed_rows(

@@ -7,12 +7,15 @@ narratives and its scene (``Biome=Plains|Time=Day|combat`` read as words) at low
 
 A track's score for a stretch is
 
-    text_weight * cos(query, description) + feature_weight * fit + clap_weight * cos_clap
+    text_weight * cos(query, description) + lexical_weight * bm25
+        + feature_weight * fit + clap_weight * cos_clap
 
-where ``fit`` (0..1) compares the track's measured energy, tempo and mode with what the
-captions ask for (``parse_caption``, the synth backend's reading of a caption), and
-``cos_clap`` compares the CLAP text embedding of the captions with the track's CLAP audio
-embedding (only when the index has one).
+where ``bm25`` is the Okapi BM25 score of the stretch's words in the track description,
+divided by the best track's (0..1): the exact descriptor words (an instrument, a genre tag)
+that a sentence embedding blurs; ``fit`` (0..1) compares the track's measured energy, tempo
+and mode with what the captions ask for (``parse_caption``, the synth backend's reading of a
+caption), and ``cos_clap`` compares the CLAP text embedding of the captions with the track's
+CLAP audio embedding (only when the index has one).
 
 **Feedback** turns are MuseChat's second turn: each turn covering a stretch moves its query
 toward the previous pick (keep the style) and the "more ..." phrases, away from the
@@ -28,6 +31,7 @@ fitting track is used does a track repeat.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -159,15 +163,16 @@ def _mean(encoded: dict[str, np.ndarray], texts: Sequence[str], dim: int) -> np.
 
 def queries(items: Sequence[Stretch], encode: Encoder) -> np.ndarray:
     """One unit query vector per stretch (see the module docstring)."""
-    texts = {t for s in items for t in (*s.captions, *s.narratives, scene_words(s.scene))}
-    ordered = sorted(texts)
+    scenes = [[scene_words(s.scene)] if scene_words(s.scene) else [] for s in items]
+    texts = {t for s, scene in zip(items, scenes, strict=True) for t in (*s.captions, *scene)}
+    ordered = sorted(texts | {t for s in items for t in s.narratives})
     encoded = dict(zip(ordered, encode(ordered), strict=True)) if ordered else {}
     dim = len(next(iter(encoded.values()))) if encoded else 1
     rows = [
         _mean(encoded, s.captions, dim)
         + NARRATIVE_WEIGHT * _mean(encoded, s.narratives, dim)
-        + SCENE_WEIGHT * encoded[scene_words(s.scene)]
-        for s in items
+        + SCENE_WEIGHT * _mean(encoded, scene, dim)
+        for s, scene in zip(items, scenes, strict=True)
     ]
     return _unit(np.array(rows, dtype=np.float32)) if rows else np.zeros((0, dim), np.float32)
 
@@ -184,8 +189,13 @@ def feature_fit(tracks: pl.DataFrame, captions: Sequence[str]) -> np.ndarray:
     return 0.5 * (1.0 - np.abs(energy - wanted.intensity)) + 0.3 * tempo + 0.2 * mode
 
 
+def _tokens(text: str) -> list[str]:
+    """Lower-case content words, a plural ``s`` dropped (strings -> string)."""
+    return [w.rstrip("s") for w in re.findall(r"[a-z]+", text.lower()) if w not in STOPWORDS]
+
+
 def _words(text: str) -> set[str]:
-    return {w.rstrip("s") for w in re.findall(r"[a-z]+", text.lower()) if w not in STOPWORDS}
+    return set(_tokens(text))
 
 
 def _word_match(phrases: Sequence[str], texts: Sequence[str]) -> np.ndarray:
@@ -196,6 +206,25 @@ def _word_match(phrases: Sequence[str], texts: Sequence[str]) -> np.ndarray:
     return np.array([len(wanted & _words(t)) / len(wanted) for t in texts])
 
 
+def bm25(queries: Sequence[str], documents: Sequence[str], k1: float = 1.2, b: float = 0.75):
+    """``(queries, documents)`` Okapi BM25 scores, each row divided by its maximum (0..1)."""
+    docs = [Counter(_tokens(d)) for d in documents]
+    vocab = {w: i for i, w in enumerate(sorted(set().union(*docs)))} if docs else {}
+    tf = np.zeros((len(docs), len(vocab)))
+    for row, counts in enumerate(docs):
+        for word, count in counts.items():
+            tf[row, vocab[word]] = count
+    lengths = tf.sum(axis=1, keepdims=True)
+    df = (tf > 0).sum(axis=0)
+    idf = np.log(1 + (len(docs) - df + 0.5) / (df + 0.5))
+    weights = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * lengths / max(lengths.mean(), 1)))
+    asked = np.zeros((len(queries), len(vocab)))
+    for row, query in enumerate(queries):
+        asked[row, [vocab[w] for w in set(_tokens(query)) if w in vocab]] = 1.0
+    scores = asked @ weights.T
+    return scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-9)
+
+
 @dataclass
 class Ranker:
     """Scores tracks for stretches; one per index and settings."""
@@ -203,6 +232,7 @@ class Ranker:
     index: LibraryIndex
     encode: Encoder
     text_weight: float = 1.0
+    lexical_weight: float = 0.3
     feature_weight: float = 0.5
     clap_weight: float = 0.5
     encode_clap: Encoder | None = None
@@ -215,9 +245,13 @@ class Ranker:
         bonus = np.zeros((len(items), tracks.height))
         for turn in feedback:
             query, bonus = self._refine(items, turn, query, bonus, files)
-        text = query @ self.index.text_embeddings.T
-        fit = np.stack([feature_fit(tracks, s.captions) for s in items]) if items else bonus
-        total = self.text_weight * text + self.feature_weight * fit + bonus
+        total = self.text_weight * (query @ self.index.text_embeddings.T) + bonus
+        if self.lexical_weight and items:
+            words = [" ".join([*s.captions, *s.narratives, scene_words(s.scene)]) for s in items]
+            total = total + self.lexical_weight * bm25(words, tracks["text"].to_list())
+        if self.feature_weight and items:
+            fit = np.stack([feature_fit(tracks, s.captions) for s in items])
+            total = total + self.feature_weight * fit
         if self.encode_clap is not None and self.index.clap_audio is not None and items:
             clap_query = _unit(self.encode_clap([" ".join(s.captions) for s in items]))
             total = total + self.clap_weight * (clap_query @ self.index.clap_audio.T)

@@ -84,6 +84,7 @@ def _ranker(index: LibraryIndex, settings: Settings) -> rank.Ranker:
         index,
         lambda texts: embedder.encode(texts),
         text_weight=weights.text_weight,
+        lexical_weight=weights.lexical_weight,
         feature_weight=weights.feature_weight,
         clap_weight=weights.clap_weight,
         encode_clap=clap,
