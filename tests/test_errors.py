@@ -119,7 +119,9 @@ def test_read_only_output(small_mount, capture, capsys) -> None:
     assert "read-only file system" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize(
+    "sig", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)]
+)  # SIGTERM's unwinding is also tested fast, in tests/stages/test_publish.py
 def test_interrupt_says_how_to_resume_and_releases_the_output(prefect_api, tmp_path, sig) -> None:
     out = tmp_path / "out"
     run = subprocess.Popen(
