@@ -142,3 +142,29 @@ def test_interrupt_says_how_to_resume_and_releases_the_output(prefect_api, tmp_p
     assert "Traceback" not in err
     assert not (out / ".bgm-batch" / "lock").exists()
     assert not (out / ".bgm-batch" / "tmp").exists()
+
+
+def test_a_second_run_into_the_same_folder_is_refused(tmp_path, capture, capsys) -> None:
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(out)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["score", str(capture), "--out", str(out), "--seed", "5"]) == 1
+        line = one_error_line(capsys)
+        assert f"another run is writing here (pid {holder.pid} on " in line
+        assert "bgm-batch score --seed 3" in line
+    finally:
+        holder.terminate()
+        holder.wait()
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from bgm_batch.stages.publish import run_lock
+with run_lock(Path(sys.argv[1]), ["bgm-batch", "score", "--seed", "3"]):
+    print("held", flush=True)
+    time.sleep(120)
+"""
