@@ -43,11 +43,13 @@ def _os_error_line(exc: OSError, hint: Path | None) -> str:
 
 def _validation_lines(exc: Exception) -> list[str]:
     """A pydantic validation error as one line per field (``audio.batch_size: ...``)."""
-    return [
-        f"setting {'.'.join(str(p) for p in error['loc']) or '(top level)'}: {error['msg']} "
-        f"(got {error.get('input')!r})"
-        for error in exc.errors()  # type: ignore[attr-defined]
-    ]
+    lines = []
+    for error in exc.errors():  # type: ignore[attr-defined]
+        got = repr(error.get("input"))
+        got = got if len(got) <= 60 else f"{got[:60]}..."
+        where = ".".join(str(p) for p in error["loc"]) or "(top level)"
+        lines.append(f"setting {where}: {error['msg']} (got {got})")
+    return lines
 
 
 def user_error_lines(exc: BaseException, hint: Path | None = None) -> list[str] | None:
