@@ -25,7 +25,7 @@ from bgm_batch.audio.protocol import AUDIO_BACKENDS
 from bgm_batch.data.game_profile import load_profile
 from bgm_batch.settings import AudioSettings
 from bgm_batch.stages.render import render_segments
-from bgm_batch.stages.stitch import stitch_inputs, stitch_track, write_track
+from bgm_batch.stages.stitch import stitch_inputs, stitch_track
 from bgm_batch.stages.transitions import plan_transitions
 
 SCENES = [  # (biome, time, combat, caption a text backend might write)
@@ -116,11 +116,9 @@ def main() -> None:
                 result = render_segments(planned, backend, settings, seed=args.seed, work_dir=work)
             timer.note = f"{result.rendered} rendered, {result.reused} reused"
         joined = planned.join(result.segments, on=["recording", "index"])
-        with Timer(timings, "stitch (load, crossfade, loudness, limiter, seams)") as timer:
-            stitched = stitch_track(stitch_inputs(joined), settings)
+        with Timer(timings, "stitch (2 streaming passes, limiter, seams, FLAC)") as timer:
+            stitched = stitch_track(stitch_inputs(joined), settings, Path(tmp) / "track.flac")
         timer.note = f"{stitched.loudness_lufs:.1f} LUFS, {stitched.true_peak_dbtp:.1f} dBTP"
-        with Timer(timings, "write track.flac (24-bit)"):
-            write_track(Path(tmp) / "track.flac", stitched.audio, stitched.sample_rate)
     restarts = planned.filter(pl.col("transition") == "restart").height
     print(
         f"{args.windows} windows = {audio_s / 60:.0f} min of audio, {restarts} restarts, "
@@ -134,7 +132,7 @@ def main() -> None:
     fresh = [timings[0], *timings[2:]]
     wall, cpu = sum(t.wall for t in fresh), sum(t.cpu for t in fresh)
     print(
-        f"| {'render (fresh) + stitch + write':<52} | {wall:7.2f} | {cpu:7.2f} | "
+        f"| {'render (fresh) + stitch':<52} | {wall:7.2f} | {cpu:7.2f} | "
         f"{audio_s / wall:6.0f} |"
     )
     seams = stitched.seams.with_columns(transition=joined["transition"][1:])
