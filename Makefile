@@ -16,7 +16,7 @@ export PREFECT_LOGGING_LEVEL ?= WARNING
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: setup system-deps demo test test-slow test-all lint format bench audiocraft-env test-audiocraft clean nightly
+.PHONY: setup system-deps demo test test-slow test-all lint format bench bench-long audiocraft-env test-audiocraft clean nightly
 
 setup: $(VENV)/.installed
 
@@ -69,6 +69,11 @@ bench: setup
 	$(BIN)/python bench/text.py
 	$(BIN)/python bench/audio.py
 	$(BIN)/python bench/pipeline.py
+	$(BIN)/python bench/scale.py
+
+# A 10-hour recording end to end (about 10 minutes on 2 cores): memory must stay flat.
+bench-long: setup
+	$(BIN)/python bench/scale.py --windows 60 3600
 
 clean:
 	rm -rf out .prefect .cache .pytest_cache .ruff_cache .hypothesis
