@@ -261,6 +261,10 @@ JSON_VALUES = st.recursive(
     ),
     max_leaves=20,
 )
+RECORDING_NAMES = st.text(
+    st.characters(blacklist_characters="/\x00", blacklist_categories=("Cs",)), max_size=40
+).filter(lambda name: len(name.encode()) < 200)
+"""Any file name a file system takes: dots, spaces, unicode, '..'."""
 GROUPS = st.dictionaries(
     st.sampled_from(["Biome", "Health", "Monster", "Index", "Time", "x"]),
     JSON_VALUES,
@@ -274,6 +278,7 @@ GROUPS = st.dictionaries(
 @given(
     files=st.lists(
         st.tuples(
+            st.one_of(st.just(REC), RECORDING_NAMES),
             st.integers(min_value=-3, max_value=10**25),
             st.one_of(st.binary(max_size=200), GROUPS.map(lambda g: json.dumps(g).encode())),
         ),
@@ -283,12 +288,13 @@ GROUPS = st.dictionaries(
 )
 def test_random_bytes_and_json_never_escape_ingest(tmp_path_factory, files) -> None:
     folder = tmp_path_factory.mktemp("random")
-    for n, (index, content) in enumerate(files):
-        name = f"{REC}-{index}.json" if index >= 0 else f"junk{n}.json"
+    for n, (recording, index, content) in enumerate(files):
+        name = f"{recording}-{index}.json" if index >= 0 else f"junk{n}.json"
         (folder / name).write_bytes(content)
     written = len(list(folder.glob("*.json")))
     result = read_recording(folder)
     assert result.rows_in == written == result.frame.height + result.quarantine.height
+    assert all(RECORDING_ID.fullmatch(r) for r in result.frame["recording"])
 
 
 @settings(max_examples=40, deadline=None)
