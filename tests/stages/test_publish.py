@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -192,3 +193,36 @@ def test_sigterm_ends_the_runs_children_and_grandchildren(tmp_path: Path) -> Non
     assert all(gone(pid) for pid in pids)
     assert "KeyboardInterrupt" in run.stderr.read()  # it unwound through the lock
     assert not (tmp_path / "out" / ".bgm-batch" / "lock").exists()
+
+
+WRITER = "import time; time.sleep(300)"
+
+
+def test_kill_9_of_a_run_outside_a_group_still_stops_its_writers(tmp_path: Path) -> None:
+    """ffmpeg left writing into the staging folder by a run killed with -9 (the run was not a
+    group leader, as under a script) is stopped by the next run; a process that only names the
+    output folder's other files is left alone."""
+    out = tmp_path / "out"
+    private = out / ".bgm-batch" / "staging"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER.replace('["sleep", "300"]', "sys.argv[2:]"), str(out)]
+        + [sys.executable, "-c", WRITER, str(private / ".scored.1.tmp.mp4")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    writer = int(holder.stdout.readline())
+    bystander = subprocess.Popen([sys.executable, "-c", WRITER, str(out / "track.flac")])
+    holder.kill()
+    holder.wait()
+    try:
+        assert not gone(writer)
+        with publish.run_lock(out, ["next"]):
+            deadline = time.monotonic() + 10
+            while not gone(writer) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert gone(writer) and bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(writer, signal.SIGKILL)

@@ -7,7 +7,8 @@ happens in between, a manifest never describes files of another run. Deliverable
 previous run that this run does not produce (``scored.mp4`` after a rerun without ``--video``)
 are removed. :func:`run_lock` stops a second run into the same folder with a message naming
 the other run, and recognises the lock of a run killed with ``kill -9`` (its pid is gone); the
-killed run's leftover children (ffmpeg, FluidSynth) are stopped then. Temporary files live in
+killed run's leftovers (its process group, and any process still writing into
+``OUT/.bgm-batch``, like ffmpeg's temp output) are stopped then. Temporary files live in
 ``OUT/.bgm-batch/tmp`` (:func:`temp_files_under`) and are removed by the next run at the latest.
 """
 
@@ -183,21 +184,46 @@ def _is_stale(lock: Path, info: dict[str, Any] | None) -> bool:
     return info.get("host") == socket.gethostname() and not _alive(info["pid"])
 
 
-def reap_orphans(info: dict[str, Any]) -> bool:
-    """Stop what a killed run left running (ffmpeg, FluidSynth, workers).
-
-    A command started from a shell leads its own process group; after ``kill -9`` its children
-    keep that group id, and no new process can take the id while the group exists. So when the
-    dead run led its group, signalling the group reaches exactly its leftovers.
-    """
+def _stop_group(info: dict[str, Any]) -> None:
+    """A command started from a shell leads its own process group; after ``kill -9`` its
+    children keep that group id, and no new process can take the id while the group exists.
+    So when the dead run led its group, signalling the group reaches exactly its leftovers."""
     pgid = info.get("pgid")
-    if pgid != info.get("pid") or pgid == os.getpgid(0):
-        return False
+    if isinstance(pgid, int) and pgid == info.get("pid") and pgid != os.getpgid(0):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGTERM)
+
+
+def _points_into(pid: int, folder: Path) -> bool:
+    """Whether a process's command line names a path inside ``folder`` (relative paths taken
+    from the process's own working directory)."""
     try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
         return False
-    return True
+    named = [cwd / os.fsdecode(arg) for arg in args if PRIVATE.encode() in arg]
+    return any(folder == path.resolve() or folder in path.resolve().parents for path in named)
+
+
+def writers_into(out_dir: Path) -> list[int]:
+    """Processes (not this one) whose command line names a file in ``OUT/.bgm-batch``: only a
+    run writes there (ffmpeg's temp output, the mux's temp files), so with no live run they
+    are a killed run's leftovers."""
+    folder = (Path(out_dir) / PRIVATE).resolve()
+    pids = [int(p.name) for p in Path("/proc").glob("[0-9]*")]
+    return [pid for pid in pids if pid != os.getpid() and _points_into(pid, folder)]
+
+
+def reap_orphans(info: dict[str, Any], out_dir: Path) -> list[int]:
+    """Stop what a killed run left running (ffmpeg, FluidSynth, workers): its process group,
+    and any process still writing into the output's private folder. Returns those pids."""
+    _stop_group(info)
+    leftovers = writers_into(out_dir)
+    for pid in leftovers:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    return leftovers
 
 
 def _children(pid: int) -> list[int]:
@@ -270,8 +296,7 @@ def run_lock(out_dir: Path, command: list[str]) -> Iterator[Path]:
                     f"{out_dir}: another run is writing here ({_describe(other)}); wait for it, "
                     f"or remove {lock} if that run is gone"
                 ) from None
-            if other is not None:
-                reap_orphans(other)
+            reap_orphans(other or {}, out_dir)
             lock.unlink(missing_ok=True)
     else:
         raise OutputLockedError(f"{out_dir}: could not take {lock}; try again")
