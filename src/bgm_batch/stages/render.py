@@ -310,7 +310,7 @@ def render_segments(
             stale.unlink(missing_ok=True)
     bar = Progress("render", sum(map(len, runs)), unit="seg", enabled=progress)
     try:
-        workers = _workers(backend, settings, sum(map(len, runs)))
+        workers = _workers(backend, settings, runs)
         if workers > 1:
             outcome = _render_in_processes(runs, backend, identity, settings, workers, bar)
         else:
@@ -325,11 +325,13 @@ def render_segments(
     )
 
 
-def _workers(backend: AudioBackend, settings: AudioSettings, segments: int) -> int:
-    """How many processes render: one per core for a process-safe backend on a long job."""
+def _workers(backend: AudioBackend, settings: AudioSettings, runs: list[list[_Row]]) -> int:
+    """How many processes render: one per core for a process-safe backend on a long job of
+    several runs (a run is sequential: one run keeps one process busy)."""
+    segments = sum(map(len, runs))
     if backend.name not in PROCESS_BACKENDS or segments < PROCESS_MIN_SEGMENTS:
         return 1
-    return settings.render_workers or os.cpu_count() or 1
+    return min(settings.render_workers or os.cpu_count() or 1, len(runs))
 
 
 def _render_in_processes(
@@ -340,9 +342,10 @@ def _render_in_processes(
     workers: int,
     bar: Progress,
 ) -> _Outcome:
-    """Spread whole runs over this process and ``workers - 1`` spawned ones: groups balanced
-    by length, largest first to the workers, which are kept two groups ahead; this process
-    renders the smallest groups meanwhile (no core waits for a worker to start)."""
+    """Spread whole runs over this process and ``workers - 1`` spawned ones, in groups
+    balanced by length. This process starts on the largest group at once (no core waits for
+    a worker to start), the workers take the next largest, kept two groups ahead, and this
+    process then takes the smallest ones from the other end."""
     groups: list[list[list[_Row]]] = [[] for _ in range(workers * GROUPS_PER_WORKER)]
     sizes = [0] * len(groups)
     for run in sorted(runs, key=len, reverse=True):
@@ -363,6 +366,10 @@ def _render_in_processes(
         initargs=(backend.name, settings, identity),
     ) as pool:
         running: set[Future] = set()
+        first = queue.popleft()
+        while queue and len(running) < 2 * (workers - 1):
+            running.add(pool.submit(_worker_render, queue.popleft(), settings))
+        collect(_render_runs(first, backend, identity, settings, _ignore))
         while queue or running:
             while queue and len(running) < 2 * (workers - 1):
                 running.add(pool.submit(_worker_render, queue.popleft(), settings))
