@@ -70,6 +70,7 @@ bench: setup
 	$(BIN)/python bench/audio.py
 	$(BIN)/python bench/pipeline.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/library.py
 
 # A 10-hour recording end to end (about 10 minutes on 2 cores): memory must stay flat.
 bench-long: setup
