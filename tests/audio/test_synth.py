@@ -127,3 +127,19 @@ def test_a_scene_change_modulates_to_the_caption_s_key_and_a_stinger_hits(synth)
     assert keys == [key_name(calm.state["tonic"], False), key_name(wanted.tonic, True)]
     first_second = np.abs(turned.audio[:, :4800]).max()
     assert first_second > 0.1  # the stinger lands on the downbeat
+
+
+def test_a_scene_change_continues_the_anchor_s_sound_into_the_seam(synth):
+    """The crossfade at a scene change joins the same music, not two pieces: until the next
+    bar line the new segment plays the old piece on the old grid."""
+    keyed = CALM.replace("80 bpm", "80 bpm in G major")
+    first = synth.render([request(keyed)])[0]
+    changed = synth.render([request(COMBAT, seed=2, transition="change", prev_state=first.state)])[
+        0
+    ]
+    hop = round(SETTINGS.segment_seconds * 48000)
+    span = round(0.3 * 48000)  # within the first beat: before the tempo ramp begins
+    tail, head = first.audio[:, hop : hop + span], changed.audio[:, :span]
+    correlation = np.vdot(tail, head) / np.sqrt(np.vdot(tail, tail) * np.vdot(head, head))
+    assert correlation > 0.5
+    assert changed.state["programs"] != first.state["programs"]  # and then the new band

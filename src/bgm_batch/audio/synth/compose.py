@@ -399,6 +399,7 @@ def _new_piece(
         "tempo": params.tempo,
         "programs": dict(params.programs),
         "drums": params.drums,
+        "intensity": params.intensity,
         "theme": theme,
         "progressions": {"A": list(progressions[a]), "B": list(progressions[b])},
         "motifs": {letter: _motif(theme, letter) for letter in "AB"},
@@ -436,12 +437,16 @@ ROLES = ("lead", "harmony", "pad", "bass")
 class _Writer:
     """Collects notes on the beat grid, clipped to the segment."""
 
-    def __init__(self, grid: _Grid, start_beat: float, end_beat: float, intensity: float):
+    def __init__(self, grid: _Grid, start_beat: float, end_beat: float):
         self.grid, self.start, self.end = grid, start_beat, end_beat
-        self.intensity = intensity
-        self.level = 0 if intensity < 0.4 else 1 if intensity < 0.7 else 2
+        self.intensity, self.level = 0.5, 1
         self.programs: Mapping[str, int] = {}
         self.notes: list[Note] = []
+
+    def play(self, state: Mapping[str, Any]) -> None:
+        """Write the next notes with this piece's ensemble and dynamics."""
+        self.programs, self.intensity = state["programs"], state["intensity"]
+        self.level = 0 if self.intensity < 0.4 else 1 if self.intensity < 0.7 else 2
 
     def add(self, role: str, beat: float, beats: float, pitch: int, velocity: float) -> None:
         """A note at global ``beat`` lasting ``beats`` (one begun earlier sounds on)."""
@@ -499,7 +504,7 @@ def _write_bar(w: _Writer, state: Mapping[str, Any], bar: int) -> None:
     cue = {int(c[0]): [int(p) for p in c[1:]] for c in state["cue"]}
     section = _Section.of(state, bar)
     chord = cue.get(bar) or _section_chord(state, section)
-    w.programs = state["programs"]
+    w.play(state)
     b0 = bar * 4.0
     _write_accompaniment(w, b0, chord, section.variation)
     if state["drums"]:
@@ -626,7 +631,7 @@ def _write_fill(w: _Writer, beat: float) -> None:
 
 def _write_stinger(w: _Writer, state: Mapping[str, Any]) -> None:
     """Combat onset: crash, low timpani and a brass stab on the tonic chord at the downbeat."""
-    w.programs = state["programs"]
+    w.play(state)
     w.add("drums", w.start, 0.5, GM_DRUMS["crash"], 120)
     w.add("drums", w.start, 0.5, GM_DRUMS["kick"], 120)
     w.notes.append(Note(0.0, 1.2, 4, 47, 36 + state["tonic"], 118, "stinger"))
@@ -662,8 +667,8 @@ def _plan(
         piece["cue"] = [[bar, *_dominant_seventh(piece)]]
     else:
         piece = dict(prev)
-    piece["tempo"] = params.tempo
-    pieces = [(-(2**31), dict(prev)), (bar, piece)]
+    piece.update(tempo=params.tempo, intensity=params.intensity)
+    pieces = [(-(2**31), dict(prev)), (bar, piece)]  # dynamics too change at the bar line
     if abs(params.tempo / prev["tempo"] - 1.0) <= 0.01:
         return pieces, _Grid([(0.0, float(prev["tempo"]))])
     # The ramp starts a beat in (the crossfade with the previous tail stays on its grid),
@@ -693,7 +698,7 @@ def arrange(
     pieces, grid = _plan(params, seed, prev_state, transition)
     start_beat = float(prev_state["beat"]) if prev_state is not None else 0.0
     end_beat = start_beat + grid.beats(duration_s)
-    writer = _Writer(grid, start_beat, end_beat, params.intensity)
+    writer = _Writer(grid, start_beat, end_beat)
     first_bar = int(start_beat // 4) - (prev_state is not None)  # notes held over into it
     for bar in range(first_bar, int(np.ceil(end_beat / 4.0)) + 1):
         state = next(s for first, s in reversed(pieces) if first <= bar)
