@@ -35,6 +35,7 @@ LIMITER_RATE = 192000  # the limiter runs at 4x 48 kHz, so its sample peaks trac
 AAC_HEADROOM_DB = 1.5  # AAC overshoots peaks (up to ~2 dB on game clicks): the limiter aims lower
 MASTER_ATTEMPTS = 3  # encodes at most: each overshoot measured is added to the headroom
 METER_MARGIN_DB = 0.1  # ebur128 prints one decimal: -1.0 may be -0.95, so aim below that
+LOUDNESS_TOLERANCE_LU = 0.5  # further from the target than this: the next encode corrects it
 
 
 class FfmpegMissingError(BgmError, RuntimeError):
@@ -341,22 +342,24 @@ def _master(mix: Any, gain_db: float, headroom_db: float, settings: MuxSettings)
     return limited.filter("aresample", settings.sample_rate)
 
 
-_SUMMARY = re.compile(r"Summary:.*?I:\s+(\S+) LUFS.*?Peak:\s+(\S+) dBFS", re.S)
+_INTEGRATED = re.compile(r"Summary:.*?I:\s+(\S+) LUFS", re.S)
+_PEAK = re.compile(r"Summary:.*?Peak:\s+(\S+) dBFS", re.S)
 SILENCE_LUFS = -70.0  # ebur128's floor: below it there is nothing to normalise
 
 
-def _loudness(audio: Any) -> Loudness:
-    """Integrated loudness and true peak of an ffmpeg audio node (EBU R128, ffmpeg ebur128)."""
-    stream = audio.filter("ebur128", peak="true", framelog="verbose")
+def _loudness(audio: Any, true_peak: bool = True) -> Loudness:
+    """Integrated loudness and (when asked: it costs 4x oversampling) true peak of an ffmpeg
+    audio node, by EBU R128 (ffmpeg's ebur128); an unmeasured peak is -inf."""
+    stream = audio.filter("ebur128", peak="true" if true_peak else "none", framelog="verbose")
     try:
         _, err = stream.output("-", format="null").run(capture_stdout=True, capture_stderr=True)
     except ffmpeg.Error as exc:
         raise MuxError(f"ffmpeg failed measuring loudness: {_ffmpeg_reason(exc)}") from exc
-    found = _SUMMARY.findall(err.decode(errors="replace"))
-    if not found:
+    log = err.decode(errors="replace")
+    integrated, peak = _INTEGRATED.findall(log), _PEAK.findall(log)
+    if not integrated or (true_peak and not peak):
         raise MuxError("ffmpeg's ebur128 printed no loudness summary")
-    integrated, peak = found[-1]
-    return Loudness(float(integrated), float(peak))
+    return Loudness(float(integrated[-1]), float(peak[-1]) if true_peak else -math.inf)
 
 
 def measure_loudness(path: Path) -> Loudness:
@@ -416,8 +419,9 @@ def mux_video(
     """Write ``out``: ``video``'s picture (copied) with the mastered mix under it, as AAC.
 
     Two passes over the mix: the first measures its loudness, the second applies the gain to
-    ``target_lufs`` and the limiter while muxing; the written file is measured again, and
-    encoded again with more headroom should AAC have pushed a peak over the ceiling.
+    ``target_lufs`` and the limiter while muxing. The written file is measured again and, at
+    most ``MASTER_ATTEMPTS`` times, encoded again: with the loudness the limiter took off given
+    back, and with more headroom should AAC have pushed a peak over the ceiling.
     ``recording_s`` is the recording's length for the fit check; the track's length stands in
     for it when not given (the track covers the recording's windows).
     """
@@ -430,18 +434,19 @@ def mux_video(
     cut_s = check_fit(info.duration_s, track_s if recording_s is None else recording_s, settings)
     with tempfile.TemporaryDirectory(prefix="bgm-mux-") as tmpdir:
         music = _place_music(Path(track), info.duration_s, settings, Path(tmpdir))
-        mix_lufs = _loudness(_mix(ffmpeg.input(str(video)), music, info, settings)[0])
-        gain_db = 0.0
-        if mix_lufs.integrated_lufs > SILENCE_LUFS:
-            gain_db = settings.target_lufs - mix_lufs.integrated_lufs
+        mix = _loudness(_mix(ffmpeg.input(str(video)), music, info, settings)[0], False)
+        silent = mix.integrated_lufs <= SILENCE_LUFS  # nothing to bring to the target
+        gain_db = 0.0 if silent else settings.target_lufs - mix.integrated_lufs
         headroom = AAC_HEADROOM_DB
         for _ in range(MASTER_ATTEMPTS):
             path = _encode(video, music, info, settings, (gain_db, headroom), Path(out))
             final = measure_loudness(Path(out))
             over = final.true_peak_dbtp - (settings.true_peak_dbtp - METER_MARGIN_DB)
-            if over <= 0:
+            short = 0.0 if silent else settings.target_lufs - final.integrated_lufs
+            if over <= 0 and abs(short) <= LOUDNESS_TOLERANCE_LU:
                 break
-            headroom += over + 0.5  # the encoder overshot the ceiling: aim lower, encode again
+            headroom += max(0.0, over + 0.5)  # AAC overshot the ceiling: aim lower
+            gain_db += short  # what the limiter took off the loudness, given back
     return MuxReport(
         out=Path(out),
         audio_path=path,
@@ -452,7 +457,7 @@ def mux_video(
         video_offset_s=settings.video_offset_seconds,
         cut_s=cut_s,
         sample_rate=settings.sample_rate,
-        mix_lufs=mix_lufs.integrated_lufs,
+        mix_lufs=mix.integrated_lufs,
         gain_db=gain_db,
         loudness_lufs=final.integrated_lufs,
         true_peak_dbtp=final.true_peak_dbtp,
