@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import polars as pl
+import pytest
 
 from bgm_batch.data.game_profile import load_profile
 from bgm_batch.stages.transitions import plan_transitions
@@ -217,3 +218,27 @@ def test_a_mood_that_does_not_hold_keeps_the_scene_s_caption():
     # one sprint window is a blip; two in a row are the scene's new mood
     assert planned["caption"].to_list() == [*captions[:2], "caption 1", *captions[3:]]
     assert set(planned["transition"].to_list()[1:]) == {"continue"}
+
+
+def test_a_bridged_gap_is_filled_by_the_music_before_it(tmp_path):
+    from bgm_batch.audio.protocol import AUDIO_BACKENDS
+    from bgm_batch.settings import AudioSettings
+    from bgm_batch.stages.render import render_segments
+
+    frame = windows([("Plains", "Day", False)] * 3, indexes=[0, 1, 3])
+    caption = "Calm piano and strings at 90 BPM in G major."
+    frame = frame.with_columns(pl.lit(caption).alias("caption"))
+    planned = plan_transitions(frame, PROFILE)
+    assert planned["transition"].to_list() == ["start", "continue", "continue"]
+    settings = AudioSettings()
+    result = render_segments(
+        planned, AUDIO_BACKENDS.create("synth", settings), settings, seed=0, work_dir=tmp_path
+    )
+    durations = dict(zip(result.segments["index"], result.segments["duration_s"], strict=True))
+    assert durations[0] == pytest.approx(11.0)
+    assert durations[1] == pytest.approx(21.0)  # window 1 and the missing window 2, + the tail
+    states = {
+        i: json.loads((tmp_path / "r" / f"{i:06d}.json").read_text())["state"] for i in (0, 1)
+    }
+    beats_per_window = 90.0 / 60.0 * 10.0
+    assert states[1]["beat"] - states[0]["beat"] == pytest.approx(2 * beats_per_window)

@@ -26,7 +26,9 @@ class SegmentRequest:
     (channels, samples) at ``prompt_sample_rate``, or None at the start of a run or after a
     hard restart. ``prev_state`` is the previous segment's ``RenderedSegment.state``
     (key, tempo...), or None likewise. ``transition`` is start, continue or restart;
-    ``stinger`` asks for a short accent at the start (combat onset).
+    ``stinger`` asks for a short accent at the start (combat onset). ``hop_s`` is where the
+    next segment of the run will start (the window length, or more when this segment fills
+    a bridged gap in the capture); None means the window length.
     """
 
     key: str
@@ -38,6 +40,7 @@ class SegmentRequest:
     prompt_audio: np.ndarray | None = None
     prompt_sample_rate: int | None = None
     prev_state: dict[str, Any] | None = None
+    hop_s: float | None = None
 
 
 @dataclass

@@ -9,11 +9,12 @@ still going (several recordings, and the many runs a long recording splits into)
 them to the backend in batches of at most ``settings.batch_size``; a GPU backend sees wide
 batches although no run ever skips ahead of its own anchor.
 
-Timing: segment k starts at its window's start in the track. It is rendered
-``segment_seconds + tail`` long, the tail reaching into the next window for the crossfade
-(``max(overlap_seconds, next row's crossfade_s)``). The continuation prompt is the
-``prompt_seconds`` of the previous segment that end where the new segment starts (its
-``segment_seconds`` mark), so a continuing model picks up exactly at the window boundary.
+Timing: segment k starts at its window's start in the track. It is rendered ``hop + tail``
+long: ``hop`` reaches to where the next segment of its run starts (``segment_seconds``, or
+more across a bridged gap of missing windows, which the segment fills), the tail into the
+next window for the crossfade (``max(overlap_seconds, next row's crossfade_s)``). The
+continuation prompt is the ``prompt_seconds`` of the previous segment that end where the new
+segment starts (its ``hop`` mark), so a continuing model picks up exactly at the boundary.
 
 Resume: each finished segment is written atomically to ``work_dir/<recording>/`` as
 ``<index>.flac`` (24-bit, compression level 0: half the size of float WAV, about 4 ms of CPU
@@ -99,6 +100,7 @@ class _Row:
     transition: str
     stinger: bool
     duration_s: float
+    hop_s: float  # where the next segment of its run starts (longer across a bridged gap)
     seed: int
     stem: Path  # work_dir/<recording>/<index> without suffix
 
@@ -135,19 +137,19 @@ def _rows(
     runs: list[list[_Row]] = []
     for i, row in enumerate(ordered):
         nxt = ordered[i + 1] if i + 1 < len(ordered) else None
-        adjacent = (
-            nxt is not None
-            and nxt["recording"] == row["recording"]
-            and nxt["index"] == row["index"] + 1
-        )
-        tail = max(settings.overlap_seconds, float(nxt["crossfade_s"]) if adjacent else 0.0)
+        same = nxt is not None and nxt["recording"] == row["recording"]
+        follows = same and nxt["transition"] in ANCHORED  # fills a bridged gap up to it
+        windows = nxt["index"] - row["index"] if follows else 1
+        fades = follows or (same and nxt["index"] == row["index"] + 1)
+        tail = max(settings.overlap_seconds, float(nxt["crossfade_s"]) if fades else 0.0)
         item = _Row(
             recording=row["recording"],
             index=int(row["index"]),
             caption=row["caption"],
             transition=row["transition"],
             stinger=bool(row["stinger"]),
-            duration_s=settings.segment_seconds + tail,
+            duration_s=settings.segment_seconds * windows + tail,
+            hop_s=settings.segment_seconds * windows,
             seed=segment_seed(seed, row["recording"], int(row["index"])),
             stem=work_dir / _folder_name(row["recording"]) / f"{int(row['index']):06d}",
         )
@@ -171,8 +173,8 @@ def _key(row: _Row, identity: dict[str, str], transition: str, anchor: _Anchor |
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
-def _prompt_window(settings: AudioSettings, sample_rate: int) -> tuple[int, int]:
-    stop = round(settings.segment_seconds * sample_rate)
+def _prompt_window(row: _Row, settings: AudioSettings, sample_rate: int) -> tuple[int, int]:
+    stop = round(row.hop_s * sample_rate)
     return max(stop - round(settings.prompt_seconds * sample_rate), 0), stop
 
 
@@ -200,7 +202,7 @@ class _Store:
         meta["audio_path"] = str(audio_path)  # the work_dir may have moved since
         if meta["midi_path"] is not None:
             meta["midi_path"] = str(row.stem.with_suffix(".mid"))
-        start, stop = _prompt_window(settings, meta["sample_rate"])
+        start, stop = _prompt_window(row, settings, meta["sample_rate"])
         prompt, _ = sf.read(audio_path, start=start, stop=stop, dtype="float32", always_2d=True)
         return meta, _Anchor(key, prompt.T.copy(), meta["sample_rate"], meta["state"])
 
@@ -466,7 +468,7 @@ def _render_chunk(
             anchors[r] = None
             continue
         meta = store.save(row, key, result, pcm)
-        begin, stop = _prompt_window(settings, result.sample_rate)
+        begin, stop = _prompt_window(row, settings, result.sample_rate)
         prompt = pcm[:, begin:stop].astype(np.float32) * np.float32(2**-31)  # as read back
         anchors[r] = _Anchor(key, prompt, result.sample_rate, result.state)
         outcome.done.append({**meta, "reused": False})
@@ -490,6 +492,7 @@ def _request(row: _Row, transition: str, anchor: _Anchor | None) -> SegmentReque
         key=f"{row.recording}/{row.index}",
         caption=row.caption,
         duration_s=row.duration_s,
+        hop_s=row.hop_s,
         seed=row.seed,
         transition=transition,
         stinger=row.stinger,

@@ -258,7 +258,7 @@ class SynthBackend:
 
     def _render_one(self, request: SegmentRequest) -> RenderedSegment:
         params = parse_caption(request.caption)
-        hop = min(self.settings.segment_seconds, request.duration_s)
+        hop = request.hop_s or min(self.settings.segment_seconds, request.duration_s)
         anchored = request.transition in ("continue", "change")
         arrangement = arrange(
             params,
