@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 
 from bgm_batch.atomic import write_bytes
+from bgm_batch.stages.transitions import ANCHORED
 
 TICKS_PER_BEAT = 480
 ROLE_OF_CHANNEL = {0: "lead", 1: "harmony", 2: "pad", 3: "bass", 4: "stinger", 5: "stinger"}
@@ -113,12 +114,17 @@ def score_midi(rows: pl.DataFrame, segment_seconds: float) -> bytes | None:
     if rows.is_empty():
         return None
     starts = rows["start_s"].to_list()
-    ends = [*starts[1:], float("inf")]
+    # a segment owns its notes up to the next segment of its run (across a bridged gap too)
+    follows = [t in ANCHORED for t in rows["transition"].to_list()[1:]] + [False]
+    ends = [
+        nxt if anchored else start + segment_seconds
+        for start, nxt, anchored in zip(starts, [*starts[1:], 0.0], follows, strict=True)
+    ]
     events = _deduplicated(
         [
             event
             for path, start, end in zip(rows["midi_path"], starts, ends, strict=True)
-            for event in _segment_events(Path(path), start, min(end - start, segment_seconds))
+            for event in _segment_events(Path(path), start, end - start)
         ]
     )
     conductor = [e for e in events if e.message.is_meta]
