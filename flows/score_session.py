@@ -134,8 +134,10 @@ def score_session(
     settings: Settings,
     video: Path | None = None,
     recording: str | None = None,
+    command: list[str] | None = None,
 ) -> ScoreReport:
-    """Score one recording (or several, without a video) into ``out_dir``."""
+    """Score one recording (or several, without a video) into ``out_dir``; ``command`` is the
+    command line for the manifest (default: this process's)."""
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     with _timed(timings, "ingest"):
@@ -151,7 +153,9 @@ def score_session(
     with _timed(timings, "render"):
         rendered, audio_id = render_music(frame, settings, out_dir / "segments")
     generated = Generated(loaded, frame, rendered, text_id, audio_id, text_stats)
-    return deliver_outputs(generated, Path(input_path), out_dir, settings, video, timings)
+    return deliver_outputs(
+        generated, Path(input_path), out_dir, settings, video, timings, command=command
+    )
 
 
 @dataclass
@@ -173,6 +177,8 @@ def deliver_outputs(
     settings: Settings,
     video: Path | None,
     timings: dict[str, float],
+    *,
+    command: list[str] | None = None,
 ) -> ScoreReport:
     """Stitch, mux and write every deliverable; shared with the archive flow, which renders
     many recordings in one pool and then delivers each one with this."""
@@ -213,7 +219,7 @@ def deliver_outputs(
                 timings=timings,
                 counts=counts,
                 reports={"narrate": text_stats, "ingest": {"warnings": loaded.warnings}, **reports},
-                command=sys.argv,
+                command=command or sys.argv,
                 models=models_in_use(settings),
                 profile_sha256=export.model_sha256(settings.profile_model),
             ),

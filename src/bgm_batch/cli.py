@@ -210,6 +210,7 @@ def _score(args: argparse.Namespace) -> int:
                 settings,
                 video=args.video,
                 recording=args.recording,
+                command=args.command_line,
             )
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             return _fail(str(exc))
@@ -734,6 +735,7 @@ def main(argv: list[str] | None = None) -> int:
     from bgm_batch.errors import user_error_lines
 
     args = build_parser().parse_args(argv)
+    args.command_line = ["bgm-batch", *(sys.argv[1:] if argv is None else argv)]  # manifest
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return _COMMANDS[args.command](args)

@@ -9,7 +9,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
+import ffmpeg
 import opentimelineio as otio
 import polars as pl
 import pyarrow.parquet as pq
@@ -19,7 +21,7 @@ from conftest import REPO, subprocess_env
 
 from bgm_batch.cli import main
 from bgm_batch.data.contract import arrow_schema
-from bgm_batch.stages.mux import probe_audio_duration, probe_media
+from bgm_batch.stages.mux import measure_loudness, probe_audio_duration, probe_media
 from bgm_batch.stages.render import AUDIO_SUFFIX
 from bgm_batch.testing.testvideo import make_test_video
 
@@ -69,15 +71,29 @@ def test_score_makes_every_deliverable(prefect_api, isolated_cache, tmp_path, sh
     assert not work, "per-window audio is a work file, gone after a successful run"
     assert len(list((out / "segments").rglob("*.mid"))) == 11
 
-    timeline = otio.adapters.read_from_file(str(out / "timeline.otio"))
-    clips = list(timeline.find_clips())
-    assert [c.name for c in clips] == segments["caption"].to_list()
+    for name in ("timeline.otio", "timeline.xml"):  # Resolve and Premiere
+        timeline = otio.adapters.read_from_file(str(out / name))
+        picture, music = timeline.video_tracks(), timeline.audio_tracks()[0]
+        assert [c.name for c in music.find_clips()] == segments["caption"].to_list()
+        for clip in [*picture[0].find_clips(), *music.find_clips()]:  # absolute, and there
+            assert Path(unquote(urlparse(clip.media_reference.target_url).path)).is_file()
+    cues = pl.read_csv(out / "cues.csv")
+    assert cues.height == segments.height and cues["scene"].to_list() == segments["scene"].to_list()
+    mix = measure_loudness(out / "scored.mp4")  # mastered, whatever the game audio's level
+    assert abs(mix.integrated_lufs + 14.0) <= 1.0 and mix.true_peak_dbtp <= -1.0
+    assert (
+        ffmpeg.probe(str(out / "scored.mp4"), select_streams="a:0")["streams"][0]["sample_rate"]
+        == "48000"
+    )
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["counts"]["rows_in"] == 12
     assert manifest["counts"]["rendered"] + manifest["counts"]["quarantined"] == 12
     assert manifest["text_backend"]["backend"] == "template"
     assert set(manifest["timings_s"]) >= {"ingest", "narrate", "render", "stitch", "mux"}
+    assert manifest["command"][:3] == ["bgm-batch", "score", str(capture)]
+    assert manifest["profile_sha256"] and manifest["git_commit"]
+    assert manifest["reports"]["mux"]["loudness_lufs"] == mix.integrated_lufs
 
 
 def test_same_inputs_same_outputs(prefect_api, isolated_cache, tmp_path) -> None:
