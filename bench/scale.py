@@ -6,8 +6,8 @@ video, fresh text cache, no Prefect server: ``PREFECT_API_URL`` unset). While it
 resident memory of the whole process tree (the command and every worker and child it
 starts) is summed from /proc every ``--interval`` seconds, and the output folder's size
 is sampled the same way. Prints a Markdown table (wall, real-time factor, peak tree RSS,
-peak disk, what stays on disk) and the memory slope in MB per hour of gameplay between the
-shortest and the longest recording of the run.
+peak disk, what stays on disk) and, between consecutive lengths, the memory slope in MB per
+hour of gameplay and the ratio of the peaks.
 
 Run: ``python bench/scale.py`` (1 window, 10 min, 1 h, 3 h) or
 ``python bench/scale.py --windows 3600`` (10 h; ``make bench-long``). Linux only (/proc).
@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from bgm_batch.data.contract import write_parquet
@@ -120,10 +121,14 @@ def report(results: list[Measured]) -> None:
             f"| {length} | {r.windows} | {r.wall_s:.1f} | {r.hours * 3600 / r.wall_s:.0f} | "
             f"{r.peak_rss_mb:.0f} | {r.peak_disk_mb:.0f} | {r.kept_mb:.1f} |"
         )
-    first, last = results[0], results[-1]
-    if last.hours > first.hours:
-        slope = (last.peak_rss_mb - first.peak_rss_mb) / (last.hours - first.hours)
-        print(f"\nmemory slope {first.windows} -> {last.windows} windows: {slope:.0f} MB/h")
+    print()
+    for shorter, longer in pairwise(results):
+        slope = (longer.peak_rss_mb - shorter.peak_rss_mb) / (longer.hours - shorter.hours)
+        ratio = longer.peak_rss_mb / shorter.peak_rss_mb
+        print(
+            f"memory {shorter.windows} -> {longer.windows} windows: {slope:+.0f} MB per hour "
+            f"of gameplay, peak RSS ratio {ratio:.2f}"
+        )
 
 
 def main() -> None:
