@@ -202,7 +202,9 @@ def deliver_outputs(
             whole = check_media(report.out, Path(video), settings)
         scored = out_dir / report.out.name
         reports = {"mux": {**report.to_json(), "out": str(scored)}, "media": whole}
-        source = export.VideoSource(Path(video), report.video_duration_s, report.video_offset_s)
+        source = export.VideoSource(
+            Path(video), report.video_duration_s, report.video_offset_s, report.frame_rate
+        )
     counts = deliver.counts(loaded, segments, quarantine, rendered)
     with _timed(timings, "export"):
         deliver.write_deliverables(

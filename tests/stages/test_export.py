@@ -133,6 +133,16 @@ def test_timeline_over_the_video_in_otio_and_fcp_xml(tmp_path: Path) -> None:
         assert timeline.tracks.markers[0].marked_range.start_time == RT(450, 30)
 
 
+def test_timeline_runs_at_the_video_frame_rate(tmp_path: Path) -> None:
+    video_file = tmp_path / "game.mp4"
+    video_file.write_bytes(b"video")
+    video = VideoSource(video_file, duration_s=40.0, offset_s=0.0, frame_rate=25.0)
+    timeline = _write_and_read(tmp_path, _segments(), video)
+    clips = list(timeline.audio_tracks()[0].find_clips())
+    assert [c.range_in_parent().start_time for c in clips] == [RT(250 * k, 25) for k in range(4)]
+    assert timeline.video_tracks()[0].duration() == RT(1000, 25)
+
+
 def test_cue_sheet_has_one_row_per_window(tmp_path: Path) -> None:
     path = tmp_path / "cues.csv"
     write_cues(path, _segments(), offset_s=2.0)

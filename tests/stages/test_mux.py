@@ -116,6 +116,7 @@ def test_probe_media_reads_duration_audio_and_codec(game_video: Path, silent_vid
     assert game.duration_s == pytest.approx(VIDEO_S, abs=0.05)
     assert (game.has_audio, game.video_codec, game.audio_sample_rate) == (True, "h264", GAME_SR)
     assert (silent.has_audio, silent.audio_sample_rate) == (False, None)
+    assert game.frame_rate == silent.frame_rate == 10.0
 
 
 def test_unreadable_video_names_the_file(tmp_path: Path) -> None:

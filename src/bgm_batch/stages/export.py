@@ -73,6 +73,7 @@ class VideoSource:
     path: Path
     duration_s: float
     offset_s: float = 0.0  # where capture time 0 (track.flac time 0) falls in the video
+    frame_rate: float | None = None  # the timeline's rate when known (editors cut on frames)
 
 
 @dataclass(frozen=True)
@@ -177,16 +178,18 @@ def build_timeline(
 ) -> otio.schema.Timeline:
     """The timeline for one recording's segments.
 
-    Without a video, timeline time equals track.flac time; with one, it is video time (the
-    video track holds the whole video and the music sits at its ``offset_s``), so the
-    timeline lines up with scored.mp4. Each clip ends where the next begins (gaps fill
-    holes). Markers name and colour combat onsets, scene changes and restarts.
+    Without a video, timeline time equals track.flac time; with one, it is video time at the
+    video's frame rate (the video track holds the whole video, the music sits at
+    ``offset_s``), so the timeline lines up with scored.mp4. Each clip ends where the next
+    begins (gaps fill holes). Markers name and colour combat onsets, scene changes and
+    restarts.
     """
     recordings = segments["recording"].unique().to_list()
     if len(recordings) > 1:
         raise ValueError(f"one timeline per recording; got {len(recordings)}: {recordings}")
     rows = segments.sort("audio_offset_s").to_dicts()
     offset = video.offset_s if video else 0.0
+    rate = video.frame_rate if video and video.frame_rate else rate
     track_s = max((r["audio_offset_s"] + r["audio_duration_s"] for r in rows), default=0.0)
     music = _music_track(rows, offset, rate, _media(track_path, track_s, rate))
     tracks = [_video_track(video, rate), music] if video else [music]

@@ -63,6 +63,7 @@ class MediaInfo:
     has_audio: bool
     video_codec: str | None
     audio_sample_rate: int | None
+    frame_rate: float | None = None  # of the video stream: what editors cut on
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class MuxReport:
     track_duration_s: float
     audio_duration_s: float
     video_offset_s: float = 0.0
+    frame_rate: float | None = None  # the video's
     cut_s: float = 0.0  # recorded music that fell after the video's end
     sample_rate: int = 0
     mix_lufs: float = -math.inf  # the mix before mastering
@@ -118,6 +120,12 @@ def _stream_duration(stream: dict[str, Any], fmt: dict[str, Any]) -> float | Non
     return None
 
 
+def _frame_rate(stream: dict[str, Any]) -> float | None:
+    """The stream's average frame rate ("30000/1001" -> 29.97), None when ffprobe has none."""
+    num, _, den = str(stream.get("avg_frame_rate", "0/0")).partition("/")
+    return float(num) / float(den) if den and float(den) and float(num) else None
+
+
 def probe_media(path: Path) -> MediaInfo:
     """Probe ``path`` with ffprobe; the duration is the video stream's (what a copy keeps)."""
     _require("ffprobe")
@@ -143,6 +151,7 @@ def probe_media(path: Path) -> MediaInfo:
         has_audio=audio is not None,
         video_codec=video.get("codec_name") if video else None,
         audio_sample_rate=int(audio["sample_rate"]) if audio else None,
+        frame_rate=_frame_rate(video) if video else None,
     )
 
 
@@ -455,6 +464,7 @@ def mux_video(
         track_duration_s=track_s,
         audio_duration_s=probe_audio_duration(Path(out)),
         video_offset_s=settings.video_offset_seconds,
+        frame_rate=info.frame_rate,
         cut_s=cut_s,
         sample_rate=settings.sample_rate,
         mix_lufs=mix.integrated_lufs,
