@@ -131,6 +131,13 @@ def test_video_unreadable_short_or_missing(
     settings = load_settings(None, {"audio": {"backend": "banjo"}})
     problems = _problems(settings, capture, tmp_path / "out", video=missing)
     assert problems[-1] == f"--video {missing}: no such file"
+    # every problem at once: a bad backend does not hide a bad video
+    problems = _problems(settings, tmp_path / "no-input", tmp_path / "out", video=broken)
+    assert [p.split(":")[0] for p in problems] == [
+        str(tmp_path / "no-input"),
+        "--audio banjo",
+        f"--video {broken}",
+    ]
 
 
 def test_output_folder_must_be_writable(capture: Path, tmp_path: Path) -> None:

@@ -168,16 +168,21 @@ def _recording_end_s(input_path: Path, settings: Settings, recording: str | None
 def _video_problems(
     video: Path, input_path: Path, settings: Settings, recording: str | None
 ) -> list[str]:
-    """ffmpeg present, the video readable with a picture, long enough for the recording."""
+    """ffmpeg present, the video readable with a picture, long enough for the recording (when
+    the input exists to say how long that is)."""
     from bgm_batch.stages.mux import check_fit, probe_media
 
+    if not video.is_file():
+        return [f"--video {video}: no such file"]
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         return ["ffmpeg/ffprobe not found on PATH (needed for --video): apt-get install ffmpeg"]
     try:
         info = probe_media(video)
         if info.video_codec is None:
             return [f"--video {video}: holds no video stream"]
-        check_fit(info.duration_s, _recording_end_s(input_path, settings, recording), settings.mux)
+        if input_path.exists():
+            recording_s = _recording_end_s(input_path, settings, recording)
+            check_fit(info.duration_s, recording_s, settings.mux)
     except (BgmError, ValueError) as exc:
         return [f"--video {exc}" if str(exc).startswith(str(video)) else str(exc)]
     return []
@@ -196,9 +201,7 @@ def preflight(
     problems += _backend_problems(settings)
     problems += _model_problems(settings)
     problems += _output_problems(Path(out_dir))
-    if video is not None and not problems:
+    if video is not None:
         problems += _video_problems(Path(video), Path(input_path), settings, recording)
-    elif video is not None and not Path(video).is_file():
-        problems.append(f"--video {video}: no such file")
     if problems:
         raise PreflightError(problems)
