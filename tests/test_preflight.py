@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -204,3 +205,16 @@ def test_config_show_names_every_setting_with_its_sources(
     assert "text.backend = 'template'  (BGM_TEXT__BACKEND; --text)" in lines
     settings = [line.split(" = ")[0] for line in lines if not line.startswith("#")]
     assert {"seed", "audio.sample_rate", "mux.fit", "cache_dir"} <= set(settings)
+
+
+def test_the_hub_is_offline_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bgm_batch.cli import _prepare_environment
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path / "prefect"))  # already configured
+    _prepare_environment(load_settings(None, {"cache_dir": str(tmp_path)}))
+    assert "HF_HUB_OFFLINE" not in os.environ  # hub ids may download
+    _prepare_environment(load_settings(None, {"cache_dir": str(tmp_path), "offline": True}))
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
