@@ -114,7 +114,9 @@ def queries_of(pool: pl.DataFrame) -> list[rank.Stretch]:
     ]
 
 
-def run(table: pl.DataFrame, pools: int, with_feedback: float) -> dict[str, dict[str, float]]:
+def run(
+    table: pl.DataFrame, pools: int, with_feedback: tuple[float, ...]
+) -> dict[str, dict[str, float]]:
     """Every method's metrics over ``pools`` pools of 500."""
     encode = CachedEncoder()
     results: dict[str, list[np.ndarray]] = {}
@@ -127,7 +129,7 @@ def run(table: pl.DataFrame, pools: int, with_feedback: float) -> dict[str, dict
             ranker, items = pool_ranker(pool, encode, weight), queries_of(pool)
             scores = ranker.scores(items)
             results.setdefault(f"ranker lexical={weight}", []).append(ranks(scores))
-            if weight == with_feedback:
+            if weight in with_feedback:
                 refined = refined_ranks(ranker, items, scores)
                 results.setdefault(f"ranker lexical={weight} + feedback", []).append(refined)
     return {name: metrics(r) for name, r in results.items()}
@@ -137,7 +139,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--csv", type=Path, help="musiccaps-public.csv (default: bundled subset)")
     parser.add_argument("--pools", type=int, default=SUBSET // POOL)
-    parser.add_argument("--feedback-weight", type=float, default=0.3, help="lexical weight")
+    parser.add_argument(
+        "--feedback-weights",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.3],
+        help="lexical weights whose ranker also gets the feedback turn",
+    )
     parser.add_argument("--write-subset", action="store_true", help="write the bundled subset")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -150,7 +158,7 @@ def main() -> None:
     if table.height < args.pools * POOL:
         raise SystemExit(f"{table.height} clips: not enough for {args.pools} pools of {POOL}")
     started = time.perf_counter()
-    results = run(table, args.pools, args.feedback_weight)
+    results = run(table, args.pools, tuple(args.feedback_weights))
     print(f"{args.pools} pools of {POOL}, {time.perf_counter() - started:.0f} s")
     print("| method | R@1 | R@5 | R@10 | median rank |\n| --- | --- | --- | --- | --- |")
     for name, m in results.items():

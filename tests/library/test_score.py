@@ -12,7 +12,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
-from musiclib import TRACKS, UNREADABLE
+from musiclib import UNREADABLE
 
 from bgm_batch.cli import main
 from bgm_batch.data.contract import arrow_schema
@@ -44,9 +44,14 @@ def names(segments: pl.DataFrame) -> list[str]:
 
 
 def test_cli_index_reports_the_unreadable_files(music_dir: Path, tmp_path: Path, capsys) -> None:
-    assert main(["library", "index", str(music_dir), "-o", str(tmp_path), "--no-progress"]) == 0
+    music = tmp_path / "music"
+    music.mkdir()
+    for name in ("quiet_stream.ogg", *UNREADABLE):
+        shutil.copy(music_dir / name, music / name)
+    index = str(tmp_path / "index")
+    assert main(["library", "index", str(music), "-o", index, "--no-progress"]) == 0
     out, err = capsys.readouterr()
-    assert f"tracks: {len(TRACKS)} (analysed {len(TRACKS)}, unchanged 0)" in out
+    assert "tracks: 1 (analysed 1, unchanged 0)" in out
     assert all(f"skipped {name}:" in err for name in UNREADABLE)
     (tmp_path / "empty").mkdir()
     assert main(["library", "index", str(tmp_path / "empty"), "-o", str(tmp_path / "i")]) == 1
@@ -85,10 +90,11 @@ def test_score_against_the_library_and_refine(
     assert names(refined.filter(~pl.col("scene").str.contains("combat"))) == names(calm)
     assert wish in new_fight["reason"][0]
 
-    again = score(
-        capture, out, index_dir, "--feedback", "slower, calm piano", "--feedback-for", "0-60"
-    )
+    calmer = ("--feedback", "calm piano", "--feedback-for", "0-60")
+    again = score(capture, out, index_dir, *calmer)
     turns = json.loads((out / "library" / "feedback.json").read_text())
     assert [t["text"] for t in turns] == [wish, "calm piano"]
     assert turns[0]["previous"][f"{segments['recording'][0]}:46"] == first_fight
     assert names(again.filter(pl.col("scene").str.contains("combat"))) == names(new_fight)
+    score(capture, out, index_dir, *calmer)  # the same command again: a resume, no new turn
+    assert len(json.loads((out / "library" / "feedback.json").read_text())) == 2

@@ -9,8 +9,9 @@ archive run unchanged.
 
 Refinement state lives in ``DIR/library/``: ``picks.parquet`` (the last run's pick per
 stretch) and ``feedback.json`` (every feedback turn so far, each with the picks it was given
-on). A run with ``feedback`` appends a turn; every run replays all turns, so feedback
-accumulates across runs.
+on). A run with ``feedback`` appends a turn (unless the last turn is the same words and scope:
+a rerun of the same command resumes, it does not refine twice); every run replays all turns,
+so feedback accumulates across runs.
 """
 
 from __future__ import annotations
@@ -62,9 +63,10 @@ def _previous_picks(state_dir: Path) -> dict[str, str]:
 def _turns(settings: Settings, state_dir: Path) -> list[rank.Feedback]:
     """Earlier turns plus this run's feedback (saved), given on the last run's picks."""
     turns = load_feedback(state_dir)
-    text = settings.library.feedback
-    if text:
-        turns.append(rank.Feedback(text, settings.library.feedback_for, _previous_picks(state_dir)))
+    text, scope = settings.library.feedback, settings.library.feedback_for
+    repeated = bool(turns) and (turns[-1].text, turns[-1].scope) == (text, scope)
+    if text and not repeated:  # a rerun of the same command (a resume) adds no second turn
+        turns.append(rank.Feedback(text, scope, _previous_picks(state_dir)))
         payload = [t.__dict__ for t in turns]
         write_text(state_dir / "feedback.json", json.dumps(payload, indent=2) + "\n")
     return turns
@@ -163,4 +165,6 @@ def audio_backend(frame: pl.DataFrame, settings: Settings) -> AudioBackend:
     index_dir = index_dir_of(settings.audio.backend)
     if index_dir is None:
         return AUDIO_BACKENDS.create(settings.audio.backend, settings.audio)
+    if "play_position_s" not in frame.columns:
+        raise ValueError("library mode needs the picks of pick_tracks (bgm-batch score)")
     return arrange.LibraryBackend.from_frame(frame, str(index_dir))
