@@ -50,13 +50,28 @@ def test_nothing_when_disabled_or_empty(enabled: bool, total: int) -> None:
     assert out.getvalue() == ""
 
 
+def _read_all(fd: int) -> str:
+    """Everything a pseudo-terminal's far side was sent (EIO once it is closed and drained)."""
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
 def test_a_bar_on_a_terminal() -> None:
     leader, follower = pty.openpty()
-    with os.fdopen(follower, "w") as terminal:
-        with Progress("render", 5, unit="seg", stream=terminal) as bar:
-            bar.update(5)
-        terminal.flush()
-        shown = os.read(leader, 4096).decode()
+    with (
+        os.fdopen(follower, "w") as terminal,
+        Progress("render", 5, unit="seg", stream=terminal) as bar,
+    ):
+        bar.update(5)
+    shown = _read_all(leader)
     os.close(leader)
     assert "\r" in shown and "render" in shown and "5/5" in shown  # tqdm redraws in place
 
