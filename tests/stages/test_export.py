@@ -141,6 +141,17 @@ def test_timeline_runs_at_the_video_frame_rate(tmp_path: Path) -> None:
     clips = list(timeline.audio_tracks()[0].find_clips())
     assert [c.range_in_parent().start_time for c in clips] == [RT(250 * k, 25) for k in range(4)]
     assert timeline.video_tracks()[0].duration() == RT(1000, 25)
+    odd = VideoSource(video_file, duration_s=40.0, frame_rate=10.0)  # no timecode rate: 30
+    (tmp_path / "out" / "timeline.xml").unlink()
+    write_timeline(
+        _segments(),
+        tmp_path / "out" / "timeline.otio",
+        track_path=tmp_path / "out" / "track.flac",
+        name="x",
+        video=odd,
+    )
+    xml = otio.adapters.read_from_file(str(tmp_path / "out" / "timeline.xml"))
+    assert xml.video_tracks()[0].duration() == RT(1200, 30)
 
 
 def test_cue_sheet_has_one_row_per_window(tmp_path: Path) -> None:

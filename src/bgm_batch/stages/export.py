@@ -168,6 +168,15 @@ def _markers(rows: list[dict[str, Any]], offset_s: float, rate: float):
             )
 
 
+def _timeline_rate(video: VideoSource | None, default: float) -> float:
+    """The video's frame rate when it is a timecode rate (FCP7 XML knows no other: a 10 fps
+    capture gets ``default``), else ``default``."""
+    if video is None or not video.frame_rate:
+        return default
+    valid = otio.opentime.RationalTime.is_valid_timecode_rate(video.frame_rate)
+    return video.frame_rate if valid else default
+
+
 def build_timeline(
     segments: pl.DataFrame,
     *,
@@ -189,7 +198,7 @@ def build_timeline(
         raise ValueError(f"one timeline per recording; got {len(recordings)}: {recordings}")
     rows = segments.sort("audio_offset_s").to_dicts()
     offset = video.offset_s if video else 0.0
-    rate = video.frame_rate if video and video.frame_rate else rate
+    rate = _timeline_rate(video, rate)
     track_s = max((r["audio_offset_s"] + r["audio_duration_s"] for r in rows), default=0.0)
     music = _music_track(rows, offset, rate, _media(track_path, track_s, rate))
     tracks = [_video_track(video, rate), music] if video else [music]
