@@ -42,7 +42,12 @@ def _segments(**overrides: list) -> pl.DataFrame:
             "tense drums, brass",
         ],
         "narrative": [None, "a quiet meadow", "a dark cave", "deeper in the cave"],
-        "scene": ["plains", "plains", "cave", "cave"],
+        "scene": [
+            "Biome=Plains|Time=day",
+            "Biome=Plains|Time=day",
+            "Biome=Cave|combat",
+            "Biome=Cave|combat",
+        ],
         "transition": ["start", "continue", "change", "restart"],
         "audio_offset_s": [0.0, 10.0, 20.0, 30.0],
         "audio_duration_s": [10.0, 10.0, 10.0, 10.0],
@@ -89,9 +94,9 @@ def test_timeline_has_one_clip_per_segment_and_scene_markers(tmp_path: Path) -> 
     assert clips[2].metadata["bgm_batch"]["transition"] == "change"
     markers = [(m.name, m.color, m.marked_range.start_time) for m in timeline.tracks.markers]
     assert markers == [
-        ("Combat: cave", "RED", RT(600, 30)),
-        ("Scene: cave", "ORANGE", RT(600, 30)),
-        ("Restart: cave", "PURPLE", RT(900, 30)),
+        ("Combat: Cave, combat", "RED", RT(600, 30)),
+        ("Scene: Cave, combat", "ORANGE", RT(600, 30)),
+        ("Restart: Cave, combat", "PURPLE", RT(900, 30)),
     ]
     assert timeline.duration() == RT(1200, 30)
 
@@ -129,7 +134,7 @@ def test_timeline_over_the_video_in_otio_and_fcp_xml(tmp_path: Path) -> None:
         assert clips[0].source_range == otio.opentime.TimeRange(RT(150, 30), RT(150, 30))
         assert clips[1].source_range.start_time == RT(300, 30)
         names = [m.name for m in timeline.tracks.markers]
-        assert names == ["Combat: cave", "Scene: cave", "Restart: cave"]
+        assert names == ["Combat: Cave, combat", "Scene: Cave, combat", "Restart: Cave, combat"]
         assert timeline.tracks.markers[0].marked_range.start_time == RT(450, 30)
 
 

@@ -148,6 +148,12 @@ def _marker_kinds(row: dict[str, Any], previous: dict[str, Any] | None) -> list[
     ]
 
 
+def _readable(scene: str) -> str:
+    """A scene key as an editor reads it: "Biome=Lush Caves|Time=day|combat" -> "Lush Caves,
+    day, combat"."""
+    return ", ".join(part.partition("=")[2] or part for part in scene.split("|"))
+
+
 def _markers(rows: list[dict[str, Any]], offset_s: float, rate: float):
     """The timeline's markers, at the start of the segment they mark (dropped before 0)."""
     for previous, row in zip([None, *rows], rows, strict=False):
@@ -155,7 +161,7 @@ def _markers(rows: list[dict[str, Any]], offset_s: float, rate: float):
         for kind in _marker_kinds(row, previous) if at >= 0 else []:
             color, label = MARKER_KINDS[kind]
             yield otio.schema.Marker(
-                name=f"{label}: {row['scene']}",
+                name=f"{label}: {_readable(row['scene'])}",
                 marked_range=otio.opentime.TimeRange(_frames(at, rate)),
                 color=color,
                 metadata={
