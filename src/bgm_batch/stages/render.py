@@ -368,15 +368,14 @@ def _render_in_processes(
         initargs=(backend.name, settings, identity),
     ) as pool:
         running: set[Future] = set()
-        first = queue.popleft()
-        while queue and len(running) < 2 * (workers - 1):
-            running.add(pool.submit(_worker_render, queue.popleft(), settings))
-        collect(_render_runs(first, backend, identity, settings, _ignore))
+        take = queue.popleft  # this process: the largest group first, then the smallest
         while queue or running:
+            mine = take() if queue else None
+            take = queue.pop
             while queue and len(running) < 2 * (workers - 1):
                 running.add(pool.submit(_worker_render, queue.popleft(), settings))
-            if queue:
-                collect(_render_runs(queue.pop(), backend, identity, settings, _ignore))
+            if mine is not None:
+                collect(_render_runs(mine, backend, identity, settings, _ignore))
             finished, running = wait(running, timeout=0 if queue else None)
             for future in finished:
                 collect(future.result())
