@@ -19,11 +19,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the hub (tiny 
 
 @pytest.fixture(scope="session")
 def prefect_api() -> Iterator[str]:
-    """A Prefect test server for the session; yields its API URL (for subprocesses too)."""
+    """A Prefect test server for the session; yields its API URL (for subprocesses too).
+    Only tests of the orchestrated path need it: without it, runs use no Prefect server
+    (``prefect_env.run_flow``). Its start-up took over 2 minutes at load average 14."""
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=120):
+    with prefect_test_harness(server_startup_timeout=300):
         yield str(PREFECT_API_URL.value())
 
 
