@@ -6,8 +6,9 @@ Pooled across recordings, for the models: text generation runs once over the arc
 (one deduplicated prompt pool, one cache), and rendering runs over shards of recordings, one
 shard per worker (one shard on the local engine), each batching step k of all its recordings
 (``stages.render``), so continuation stays per recording while a GPU sees wide batches.
-Segments are rendered into ``DIR/.work/<recording>/`` (the resume checkpoint) and hard-linked
-into each recording's ``segments/``.
+Segments are rendered into ``DIR/.work/<recording>/`` (the resume checkpoint); a recording's
+work files are removed once its state file is written (kept with ``keep_work``, and kept for
+a failed recording, so its retry renders nothing again).
 
 Incremental: a recording whose fingerprint (``stages.archive_state``) matches its state file
 is skipped without rendering; ``force`` redoes all. Failures are isolated: a recording that
@@ -49,8 +50,7 @@ from bgm_batch.audio.protocol import AUDIO_BACKENDS
 from bgm_batch.data.archive import discover_archive
 from bgm_batch.data.ingest import IngestResult
 from bgm_batch.settings import ArchiveSettings, Settings
-from bgm_batch.stages import archive_report, archive_state, deliver
-from bgm_batch.stages.render import RenderResult
+from bgm_batch.stages import archive_report, archive_state, deliver, render
 from bgm_batch.stages.transitions import plan_transitions
 from bgm_batch.text.protocol import TEXT_BACKENDS
 
@@ -82,10 +82,6 @@ class _Job:
     frame: pl.DataFrame | None = None
     seconds: float = 0.0
 
-    @property
-    def out_dir(self) -> Path:
-        return Path(self.row["out_dir"])
-
 
 @task(cache_policy=NO_CACHE)
 def model_identities(settings: Settings) -> dict[str, dict[str, str]]:
@@ -96,51 +92,46 @@ def model_identities(settings: Settings) -> dict[str, dict[str, str]]:
 
 
 @task(cache_policy=NO_CACHE)
-def prepare_recording(row: dict[str, Any], settings: Settings) -> tuple[IngestResult, Any]:
-    """Ingest and characterize one recording; raise when nothing usable is left."""
+def prepare_recording(
+    row: dict[str, Any], settings: Settings
+) -> tuple[IngestResult, pl.DataFrame, float]:
+    """Ingest and characterize one recording (and the seconds it took); raise when nothing
+    usable is left."""
+    started = time.perf_counter()
     everything = load_windows.fn(Path(row["source"]), settings, None)
     if row["recording"] not in everything.recordings():
         raise ValueError(f"no usable window ({everything.quarantine.height} quarantined)")
     loaded = deliver.select_recording(everything, row["recording"])
-    return loaded, characterize_windows.fn(loaded.frame, settings)
+    frame = characterize_windows.fn(loaded.frame, settings)
+    return loaded, frame, time.perf_counter() - started
 
 
 @task(cache_policy=NO_CACHE)
 def deliver_recording(
-    job: _Job, generated: Generated, settings: Settings, out_root: Path
+    row: dict[str, Any], state: tuple[str, dict], generated: Generated, settings: Settings
 ) -> tuple[dict, str | None]:
-    """Link the stems, deliver, write the state file; returns counts and a video problem."""
-    _link_stems(out_root / WORK_DIR, job.out_dir / "segments", generated.rendered)
-    video = Path(job.row["video"]) if job.row["video"] else None
-    source, timings = Path(job.row["source"]), {}
-    offset = {"video_offset_seconds": job.row["video_offset_s"]}  # videos.csv's offset_s
-    settings = settings.model_copy(update={"mux": settings.mux.model_copy(update=offset)})
+    """Deliver, write the state file, then drop the work files; returns counts and a video
+    problem. A recording that failed keeps its rendered segments for the next run."""
+    out_dir, keep_work = Path(row["out_dir"]), settings.keep_work
+    video = Path(row["video"]) if row["video"] else None
+    source, timings = Path(row["source"]), {}
+    offset = {"video_offset_seconds": row["video_offset_s"]}  # videos.csv's offset_s
+    mux = settings.mux.model_copy(update=offset)
+    # the work files go after the state file, so a kill in between never loses them
+    settings = settings.model_copy(update={"mux": mux, "keep_work": True})
     try:
-        report = deliver_outputs(generated, source, job.out_dir, settings, video, timings)
+        report = deliver_outputs(generated, source, out_dir, settings, video, timings)
         problem = None
     except (OSError, ValueError, RuntimeError) as exc:  # a bad video: deliver without it
         if video is None:
             raise
         problem = f"video {video.name}: {exc}"
-        report = deliver_outputs(generated, source, job.out_dir, settings, None, timings)
+        report = deliver_outputs(generated, source, out_dir, settings, None, timings)
     if problem is None:
-        archive_state.write_state(job.out_dir, job.digest, job.parts)
+        archive_state.write_state(out_dir, *state)
+        if not keep_work:
+            render.remove_work_files(generated.rendered)
     return {**report.counts, "timings": timings, "scored_video": bool(report.scored_video)}, problem
-
-
-def _link_stems(work: Path, dest: Path, rendered: RenderResult) -> None:
-    """Hard-link each rendered segment's files into the recording's ``segments/`` folder."""
-    for audio in rendered.segments["audio_path"].to_list():
-        stem = Path(audio).with_suffix("")
-        for source in stem.parent.glob(f"{stem.name}.*"):
-            target = dest / source.relative_to(work)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                target.unlink()
-            try:
-                os.link(source, target)
-            except OSError:  # another file system: copy instead
-                target.write_bytes(source.read_bytes())
 
 
 @contextlib.contextmanager
@@ -214,13 +205,11 @@ def _prepare(jobs: list[_Job], settings: Settings, rows: list[dict]) -> list[_Jo
     futures = [(job, prepare_recording.submit(job.row, settings)) for job in jobs]
     ready = []
     for job, future in futures:
-        started = time.perf_counter()
         try:
-            job.loaded, job.frame = future.result()
+            job.loaded, job.frame, job.seconds = future.result()
             ready.append(job)
         except Exception as exc:  # noqa: BLE001 - one bad recording never stops the archive
             rows.append(_row(job.row, "failed", f"ingest: {exc}"))
-        job.seconds += time.perf_counter() - started
     return ready
 
 
@@ -237,7 +226,7 @@ def _shards(jobs: list[_Job], count: int) -> list[list[_Job]]:
 
 def _render(
     jobs: list[_Job], frame: pl.DataFrame, settings: Settings, out_dir: Path, rows: list[dict]
-) -> tuple[dict[str, RenderResult], dict[str, str]]:
+) -> tuple[dict[str, render.RenderResult], dict[str, str]]:
     """Render every shard (one per worker); a failed shard fails its recordings only."""
     count = 1 if settings.archive.engine == "local" else settings.archive.workers
     with _model_resources(settings.archive):
@@ -258,20 +247,33 @@ def _render(
     return results, audio_id
 
 
-def _select(rendered: RenderResult, recording: str) -> RenderResult:
+def _select(rendered: render.RenderResult, recording: str) -> render.RenderResult:
     """One recording's part of a shard's render result."""
     mine = pl.col("recording") == recording
     segments = rendered.segments.filter(mine)
     reused = int(segments["reused"].sum())
-    return RenderResult(segments, rendered.failures.filter(mine), segments.height - reused, reused)
+    failures = rendered.failures.filter(mine)
+    return render.RenderResult(segments, failures, segments.height - reused, reused)
+
+
+def _share_pooled_time(jobs: list[_Job], seconds: float) -> None:
+    """Charge each recording its share of the pooled stages, by window count."""
+    total = sum(job.frame.height for job in jobs)
+    for job in jobs:
+        job.seconds += seconds * job.frame.height / total
 
 
 def _deliver(
-    jobs: list[_Job], generated: dict[str, Generated], settings: Settings, out_dir: Path
+    jobs: list[_Job], generated: dict[str, Generated], settings: Settings
 ) -> tuple[list[dict], dict[str, float]]:
     """Deliver every rendered recording in parallel; report rows and summed stage times."""
     futures = [
-        (job, deliver_recording.submit(job, generated[job.row["recording"]], settings, out_dir))
+        (
+            job,
+            deliver_recording.submit(
+                job.row, (job.digest, job.parts), generated[job.row["recording"]], settings
+            ),
+        )
         for job in jobs
         if job.row["recording"] in generated
     ]
@@ -321,6 +323,7 @@ def score_archive(
                 frame = plan_transitions(frame, settings.profile_model)
             with _timed(timings, "render"):
                 rendered, audio_id = _render(jobs, frame, settings, out_dir, rows)
+            _share_pooled_time(jobs, timings["narrate"] + timings["plan"] + timings["render"])
             for job in jobs:
                 rec = job.row["recording"]
                 if rec in rendered:
@@ -329,7 +332,7 @@ def score_archive(
                         job.loaded, part, rendered[rec], text_id, audio_id, text_stats
                     )
         with _timed(timings, "deliver"):
-            delivered, stage_times = _deliver(jobs, generated, settings, out_dir)
+            delivered, stage_times = _deliver(jobs, generated, settings)
         report = archive_report.report_frame(rows + delivered)
         timings |= {f"deliver: {k}": v for k, v in stage_times.items()}
         archive_report.write_report(
@@ -349,7 +352,11 @@ def task_runner(archive: ArchiveSettings) -> Any:
             return DaskTaskRunner(address=archive.address)
         return DaskTaskRunner(
             cluster_class="distributed.LocalCluster",
-            cluster_kwargs={"n_workers": archive.workers, "threads_per_worker": 1},
+            cluster_kwargs={
+                "n_workers": archive.workers,
+                "threads_per_worker": 1,
+                "dashboard_address": None,  # no fixed port: two clusters may run side by side
+            },
         )
     from prefect_ray import RayTaskRunner
 

@@ -20,6 +20,7 @@ from bgm_batch.cli import main
 from bgm_batch.data.contract import write_parquet
 from bgm_batch.data.ingest import read_recording
 from bgm_batch.stages.archive_state import STATE_FILE, archive_lock
+from bgm_batch.stages.render import AUDIO_SUFFIX
 from bgm_batch.testing.testvideo import make_test_video
 
 A, B, C, D = "20240101000000", "20240102000000", "20240103000000", "20240104000000"
@@ -71,8 +72,10 @@ def test_mixed_archive_scores_isolates_failures_and_skips_unchanged(
         assert segments["recording"].unique().to_list() == [rec]
         assert segments.height == windows
         assert (out / rec / "track.flac").is_file()
-        assert len(list((out / rec / "segments").rglob("*.wav"))) == windows
     assert (out / A / STATE_FILE).is_file() and not (out / B / STATE_FILE).exists()
+    work = out / ".work"  # the failed recording keeps its rendered segments for the retry
+    assert not list((work / A).glob(f"*{AUDIO_SUFFIX}"))
+    assert len(list((work / B).glob(f"*{AUDIO_SUFFIX}"))) == 3
     markdown = (out / "archive_report.md").read_text()
     assert "2 scored, 0 skipped, 2 failed" in markdown and "text cache hit rate" in markdown
 

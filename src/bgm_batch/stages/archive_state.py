@@ -1,13 +1,14 @@
 """What makes an archive run incremental and safe: fingerprints, state files and the lock.
 
 A recording's fingerprint is a sha256 over everything that decides its outputs: the content
-of its input files and its video, the video offset, the settings (minus ``progress`` and
-``archive``, which change how a run goes, never what it makes), the game profile and the text
-and audio backends' identities (model ids, revisions, adapter hashes, composer revision). It
-is written to ``DIR/<recording>/archive_state.json`` last, after every deliverable of the
-recording is in place, so a state file always describes complete outputs: a run killed before
-that point redoes the recording (its finished segments come back from the render work
-folder), one killed after it skips the recording.
+of its input files and its video, the video offset, the settings (minus those that change how
+a run goes, never what it makes: ``progress``, ``archive``, ``keep_work``, cache folders), the
+game profile and the text and audio backends' identities (model ids, revisions, adapter
+hashes, composer revision). It is written to ``DIR/<recording>/archive_state.json`` after
+every deliverable of the recording is in place (and before its render work files are
+removed), so a state file always describes complete outputs: a run killed before that point
+redoes the recording (its finished segments come back from the render work folder), one
+killed after it skips the recording.
 
 ``archive_lock`` takes an exclusive ``flock`` on ``DIR/.archive.lock``: a second run on the
 same DIR fails at once instead of writing the same files. The kernel drops the lock when the
@@ -30,7 +31,15 @@ from bgm_batch.settings import Settings
 
 STATE_FILE = "archive_state.json"
 LOCK_FILE = ".archive.lock"
-_RUN_ONLY = {"progress", "archive"}  # settings that never change what a run makes
+# settings that never change what a run makes (where caches live, whether work files stay)
+_RUN_ONLY = {
+    "progress": True,
+    "archive": True,
+    "keep_work": True,
+    "offline": True,
+    "cache_dir": True,
+    "text": {"cache_dir"},
+}
 
 
 class ArchiveLockedError(RuntimeError):
