@@ -19,6 +19,7 @@ pytest_plugins = ["musiclib"]
 pytest.importorskip("transformers")
 
 
+@pytest.mark.slow  # about 40 s on 2 shared cores (CLAP mel features, two indexing runs)
 def test_clap_embeddings_are_indexed_reused_and_ranked(music_dir: Path, tmp_path: Path) -> None:
     from bgm_batch.library.clap import ClapEncoder
 

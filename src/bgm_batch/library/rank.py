@@ -21,7 +21,8 @@ CLAP audio embedding (only when the index has one).
 toward the previous pick (keep the style) and the "more ..." phrases, away from the
 "less ..." phrases, adds a word-level bonus and malus on the track descriptions (embeddings
 are weak at negation: "less vocals" must demote tracks tagged vocals), and demotes the
-previous pick itself (the user asked for a change). Turns accumulate.
+previous pick itself (the user asked for a change); its "more ..." words join the stretch's
+words for BM25. Turns accumulate.
 
 **Assignment**: stretches in time order; each takes its best track not yet used in its
 recording among the *fitting* ones (score within ``fit_margin`` of the best); only when every
@@ -225,6 +226,13 @@ def bm25(queries: Sequence[str], documents: Sequence[str], k1: float = 1.2, b: f
     return scores / np.maximum(scores.max(axis=1, keepdims=True), 1e-9)
 
 
+def _query_words(stretch: Stretch, feedback: Sequence[Feedback]) -> str:
+    """The words BM25 looks for: the stretch's texts and the "more ..." phrases of the
+    feedback turns that cover it."""
+    wanted = [p for turn in feedback if covers(turn.scope, stretch) for p in turn.phrases()[0]]
+    return " ".join([*stretch.captions, *stretch.narratives, scene_words(stretch.scene), *wanted])
+
+
 @dataclass
 class Ranker:
     """Scores tracks for stretches; one per index and settings."""
@@ -247,7 +255,7 @@ class Ranker:
             query, bonus = self._refine(items, turn, query, bonus, files)
         total = self.text_weight * (query @ self.index.text_embeddings.T) + bonus
         if self.lexical_weight and items:
-            words = [" ".join([*s.captions, *s.narratives, scene_words(s.scene)]) for s in items]
+            words = [_query_words(s, feedback) for s in items]
             total = total + self.lexical_weight * bm25(words, tracks["text"].to_list())
         if self.feature_weight and items:
             fit = np.stack([feature_fit(tracks, s.captions) for s in items])
