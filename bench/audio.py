@@ -131,10 +131,7 @@ def main() -> None:
         print(f"| {t.label:<52} | {t.wall:7.2f} | {t.cpu:7.2f} | {rtf:6.0f} | {t.note}")
     fresh = [timings[0], *timings[2:]]
     wall, cpu = sum(t.wall for t in fresh), sum(t.cpu for t in fresh)
-    print(
-        f"| {'render (fresh) + stitch':<52} | {wall:7.2f} | {cpu:7.2f} | "
-        f"{audio_s / wall:6.0f} |"
-    )
+    print(f"| {'render (fresh) + stitch':<52} | {wall:7.2f} | {cpu:7.2f} | {audio_s / wall:6.0f} |")
     seams = stitched.seams.with_columns(transition=joined["transition"][1:])
     print("\n| seams | count | RMS-jump ratio median / max | flux ratio median / max |")
     print("|-------|-------|-----------------------------|-------------------------|")
