@@ -46,7 +46,9 @@ def test_product_never_imports_the_test_fixtures() -> None:
     assert imports_of(product_files(), "bgm_batch.testing") == {}
 
 
-@pytest.mark.parametrize("folder", ["data", "stages", "text", "audio", "evaluation", "training"])
+@pytest.mark.parametrize(
+    "folder", ["data", "stages", "text", "audio", "evaluation", "training", "library"]
+)
 def test_library_code_never_imports_flows_or_cli(folder: str) -> None:
     files = sorted((PACKAGE / folder).rglob("*.py"))
     assert files

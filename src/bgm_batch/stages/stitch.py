@@ -145,32 +145,6 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.vdot(a, b)) / energy if energy > 0 else 0.0
 
 
-def _zero_crossing(audio: np.ndarray, at: int, lo: int, hi: int) -> int:
-    """The sample nearest ``at`` within [lo, hi) where the mid signal changes sign."""
-    if hi - lo < 2:
-        return at
-    mid = audio[:, lo:hi].mean(axis=0)
-    crossings = np.flatnonzero(np.signbit(mid[:-1]) != np.signbit(mid[1:])) + lo + 1
-    return int(crossings[np.argmin(np.abs(crossings - at))]) if crossings.size else at
-
-
-def _fades(length: int, correlation: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
-    """Equal-power (fade-out, fade-in) gains over ``length`` samples for two signals of
-    the given correlation: cos/sin, scaled so that a^2 + b^2 + 2*rho*a*b = 1. Unrelated
-    signals get the classic cos/sin; a continuation that plays the same notes as its
-    predecessor (rho near 1) gets gains summing to 1, without a 3 dB bump mid-seam."""
-    t = (np.arange(length, dtype=np.float64) + 0.5) / max(length, 1)
-    out, into = np.cos(0.5 * np.pi * t), np.sin(0.5 * np.pi * t)
-    norm = np.sqrt(1.0 + 2.0 * min(max(correlation, 0.0), 1.0) * out * into)
-    return (out / norm).astype(np.float32), (into / norm).astype(np.float32)
-
-
-def _correlation(a: np.ndarray, b: np.ndarray) -> float:
-    """Normalised correlation of two equally long stretches of audio."""
-    energy = float(np.sqrt(np.vdot(a, a) * np.vdot(b, b)))
-    return float(np.vdot(a, b)) / energy if energy > 0 else 0.0
-
-
 def _prefetched(segments: list[StitchInput], rate: int) -> Iterator[np.ndarray]:
     """The segments loaded in order, decoding two ahead on threads (libsndfile and the
     resampler release the GIL), without holding every segment in memory at once."""
