@@ -40,6 +40,7 @@ from bgm_batch.flows.score_session import (
     deliver_outputs,
     describe_music,
     load_windows,
+    pick_music,
     render_music,
 )
 from prefect import flow, task
@@ -49,6 +50,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from bgm_batch.audio.protocol import AUDIO_BACKENDS
 from bgm_batch.data.archive import discover_archive
 from bgm_batch.data.ingest import IngestResult
+from bgm_batch.library import score as library
 from bgm_batch.settings import ArchiveSettings, Settings
 from bgm_batch.stages import archive_report, archive_state, deliver, render
 from bgm_batch.stages.transitions import plan_transitions
@@ -87,8 +89,11 @@ class _Job:
 def model_identities(settings: Settings) -> dict[str, dict[str, str]]:
     """The text and audio backends' identities (part of every fingerprint)."""
     text = TEXT_BACKENDS.create(settings.text.backend, settings.text)
-    audio = AUDIO_BACKENDS.create(settings.audio.backend, settings.audio)
-    return {"text": text.identity(), "audio": audio.identity()}
+    audio = (
+        library.index_identity(settings.audio.backend)
+        or AUDIO_BACKENDS.create(settings.audio.backend, settings.audio).identity()
+    )
+    return {"text": text.identity(), "audio": audio}
 
 
 @task(cache_policy=NO_CACHE)
@@ -321,6 +326,7 @@ def score_archive(
                 frame, text_stats, text_id = describe_music.submit(frame, settings).result()
             with _timed(timings, "plan"):
                 frame = plan_transitions(frame, settings.profile_model)
+                frame = pick_music.fn(frame, settings, out_dir)  # library mode only
             with _timed(timings, "render"):
                 rendered, audio_id = _render(jobs, frame, settings, out_dir, rows)
             _share_pooled_time(jobs, timings["narrate"] + timings["plan"] + timings["render"])

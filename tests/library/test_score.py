@@ -98,3 +98,19 @@ def test_score_against_the_library_and_refine(
     assert names(again.filter(pl.col("scene").str.contains("combat"))) == names(new_fight)
     score(capture, out, index_dir, *calmer)  # the same command again: a resume, no new turn
     assert len(json.loads((out / "library" / "feedback.json").read_text())) == 2
+
+
+@pytest.mark.slow
+def test_archive_scores_against_the_library(
+    prefect_api, isolated_cache, capture: Path, index_dir: Path, tmp_path: Path
+) -> None:
+    root, out = tmp_path / "root", tmp_path / "out"
+    shutil.copytree(capture, root / "session")
+    argv = ["archive", str(root), "--out", str(out), "--audio", f"library:{index_dir}"]
+    assert main([*argv, "--no-progress"]) == 0
+    (folder,) = [p for p in out.iterdir() if (p / "segments.parquet").exists()]
+    segments = pl.read_parquet(folder / "segments.parquet")
+    assert segments["index"].to_list() == list(WINDOWS)
+    assert segments["source_track"].null_count() == 0 and segments["reason"].null_count() == 0
+    fight = segments.filter(pl.col("scene").str.contains("combat"))
+    assert set(names(fight)) <= BATTLE

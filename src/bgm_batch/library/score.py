@@ -16,6 +16,7 @@ so feedback accumulates across runs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -44,6 +45,17 @@ PICKS_SCHEMA = pl.Schema({"stretch": pl.String, "file": pl.String})
 def index_dir_of(backend: str) -> Path | None:
     """The index folder of an audio backend spelled ``library:INDEX_DIR``; None otherwise."""
     return Path(backend[len(PREFIX) :]) if backend.startswith(PREFIX) else None
+
+
+def index_identity(backend: str) -> dict[str, str] | None:
+    """What identifies a library run before any pick (an archive's fingerprint): the index
+    folder and a hash of its track table; None for a generating backend."""
+    index_dir = index_dir_of(backend)
+    if index_dir is None:
+        return None
+    tracks = index_dir / "tracks.parquet"
+    digest = hashlib.sha256(tracks.read_bytes()).hexdigest() if tracks.is_file() else "missing"
+    return {"backend": "library", "model": str(index_dir), "revision": digest[:16]}
 
 
 def load_feedback(state_dir: Path) -> list[rank.Feedback]:
