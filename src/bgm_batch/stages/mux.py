@@ -32,10 +32,10 @@ from bgm_batch.settings import MuxSettings
 LOOP_SECONDS = 10.0  # how much of the track's end is repeated when padding: a musical phrase
 LOOP_CROSSFADE_SECONDS = 0.5
 LIMITER_RATE = 192000  # the limiter runs at 4x 48 kHz, so its sample peaks track true peaks
-AAC_HEADROOM_DB = 1.5  # AAC overshoots peaks (up to ~2 dB on game clicks): the limiter aims lower
+AAC_HEADROOM_DB = 2.5  # AAC overshoots peaks (up to ~2 dB on game clicks): the limiter aims lower
 MASTER_ATTEMPTS = 3  # encodes at most: each overshoot measured is added to the headroom
 METER_MARGIN_DB = 0.1  # ebur128 prints one decimal: -1.0 may be -0.95, so aim below that
-LOUDNESS_TOLERANCE_LU = 0.5  # further from the target than this: the next encode corrects it
+LOUDNESS_TOLERANCE_LU = 0.75  # further from the target than this: the next encode corrects it
 
 
 class FfmpegMissingError(BgmError, RuntimeError):
