@@ -730,6 +730,14 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _ignore_further_interrupts() -> None:
+    """Once a run is unwinding from an interrupt, a second Ctrl-C or SIGTERM must not kill
+    it half-way out: Python restores the default handlers while it shuts down, and a signal
+    landing then would end the process by the signal instead of exit code 130."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: an error the user can fix is one line, a traceback needs --debug."""
     from bgm_batch.errors import user_error_lines
@@ -742,6 +750,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         if args.debug:
             raise
+        _ignore_further_interrupts()
         print("bgm-batch: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
     except Exception as exc:
@@ -752,7 +761,8 @@ def main(argv: list[str] | None = None) -> int:
             _fail(line)
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if signal.getsignal(signal.SIGTERM) is _raise_interrupt:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
