@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
+import soundfile as sf
 from conftest import subprocess_env
 
 from bgm_batch.testing.simulate import simulate_recording, write_capture_dir
@@ -96,6 +98,24 @@ def test_score_evaluate_and_compare(workspace: Path, prefect_api, isolated_cache
     rows = pl.read_parquet(table)
     template = rows.filter(pl.col("backend").str.starts_with("template"))
     assert template.height == 1 and template["bleu4"][0] == pytest.approx(100.0)
+
+
+def test_stems_sum_to_the_track(workspace: Path, isolated_cache) -> None:
+    """``--stems``: one 48 kHz 24-bit WAV per role that plays, summing to ``track.flac``."""
+    out = workspace / "stems-run"
+    run("score", workspace / "recording.parquet", "--out", out, "--quiet", "--stems")
+    stems = sorted((out / "stems").glob("*.wav"))
+    assert {p.stem for p in stems} >= {"bass", "harmony", "pad"}
+    track, rate = sf.read(out / "track.flac", dtype="float64")
+    total = np.zeros_like(track)
+    for path in stems:
+        info = sf.info(path)
+        assert (info.samplerate, info.subtype, info.frames) == (rate, "PCM_24", len(track))
+        total += sf.read(path, dtype="float64")[0]
+    assert rate == 48000 and np.abs(total - track).max() < 1e-5  # -100 dBFS: 24-bit rounding
+    assert not list((out / "segments").rglob("*.wav")) and not list(out.rglob("*.stem*.flac"))
+    report = json.loads((out / "manifest.json").read_text())["stitch"]
+    assert sorted(next(iter(report.values()))["stems"]) == [p.stem for p in stems]
 
 
 def test_make_pairs_then_finetune_a_tiny_model(workspace: Path) -> None:

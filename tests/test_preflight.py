@@ -64,6 +64,18 @@ def test_unknown_backends_are_named_with_the_known_ones(capture: Path, tmp_path:
     assert audio.startswith("--audio banjo: no such audio backend (known: ") and "synth" in audio
 
 
+def test_stems_need_a_backend_that_knows_its_parts(capture: Path, tmp_path: Path) -> None:
+    local = tmp_path / "musicgen"
+    local.mkdir()
+    (local / "config.json").write_text("{}")
+    settings = load_settings(
+        None, {"audio": {"backend": "musicgen", "model": str(local), "stems": True}}
+    )
+    problems = _problems(settings, capture, tmp_path / "out")
+    assert any(p.startswith("--stems: the musicgen audio backend has no") for p in problems)
+    preflight(load_settings(None, {"audio": {"stems": True}}), input_path=capture, out_dir=tmp_path)
+
+
 def test_model_folders_must_exist_and_hold_a_config(capture: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty-model"
     empty.mkdir()

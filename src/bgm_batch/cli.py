@@ -153,6 +153,8 @@ def _score_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["offline"] = True
     if args.keep_work:
         overrides["keep_work"] = True
+    if args.stems:
+        overrides.setdefault("audio", {})["stems"] = True
     if args.quiet:
         overrides["progress"] = False
     for flag, (path, _, _) in _SETTING_FLAGS.items():
@@ -280,6 +282,12 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the per-window audio work files (OUT/segments) after a successful run",
     )
+    p.add_argument(
+        "--stems",
+        action="store_true",
+        help="also write OUT/stems/<role>.wav: drums, bass, harmony, lead, pad, stinger "
+        "(48 kHz 24-bit, summing to track.flac; synth backend)",
+    )
     _add_setting_flags(p)
 
 
@@ -365,6 +373,7 @@ _OTHER_FLAGS = {
     "progress": "--no-progress",
     "offline": "--offline",
     "keep_work": "--keep-work",
+    "audio.stems": "--stems",
     "text.backend": "--text",
     "text.model": "--llm",
     "text.adapter": "--adapter",

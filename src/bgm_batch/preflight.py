@@ -113,6 +113,11 @@ def _backend_problems(settings: Settings) -> list[str]:
         problems.append(f"--audio {settings.audio.backend}: no such audio backend (known: {known})")
     elif settings.audio.backend == "synth":
         problems += _synth_problems(settings)
+    if settings.audio.stems and settings.audio.backend != "synth":
+        problems.append(
+            f"--stems: the {settings.audio.backend} audio backend has no instrument parts to "
+            "split (stems come from the synth backend)"
+        )
     return problems
 
 

@@ -58,6 +58,7 @@ class AudioSettings(BaseModel):
     soundfont: Path | None = None
     device: str = "auto"
     render_workers: int = Field(0, ge=0)  # processes for a CPU backend (synth); 0: one per core
+    stems: bool = False  # per-instrument-role stems of the track (synth: it knows its parts)
 
 
 class IngestSettings(BaseModel):

@@ -9,7 +9,8 @@ import numpy as np
 import pyloudnorm
 import pytest
 
-from bgm_batch.audio.protocol import AUDIO_BACKENDS, SegmentRequest
+from bgm_batch.audio.protocol import AUDIO_BACKENDS, STEM_ROLES, SegmentRequest
+from bgm_batch.audio.synth.backend import SynthBackend
 from bgm_batch.audio.synth.compose import key_name, parse_caption
 from bgm_batch.settings import AudioSettings
 
@@ -143,3 +144,30 @@ def test_a_scene_change_continues_the_anchor_s_sound_into_the_seam(synth):
     correlation = np.vdot(tail, head) / np.sqrt(np.vdot(tail, tail) * np.vdot(head, head))
     assert correlation > 0.5
     assert changed.state["programs"] != first.state["programs"]  # and then the new band
+
+
+def test_stems_split_the_mix_by_role_and_sum_to_it(synth):
+    """With ``stems`` the same segment comes split by instrument role: the parts that play,
+    each shaped like the mix, summing to it (also where the mix clips), and the mix itself
+    is the one rendered without stems."""
+    with_stems = AUDIO_BACKENDS.create("synth", AudioSettings(stems=True))
+    calm = synth.render([request(CALM)])[0]
+    fight = request(COMBAT, transition="change", prev_state=calm.state, stinger=True)
+    plain, split = synth.render([fight])[0], with_stems.render([fight])[0]
+    assert plain.stems is None
+    assert {"drums", "bass", "stinger"} <= set(split.stems) <= set(STEM_ROLES)
+    total = np.sum(list(split.stems.values()), axis=0)
+    assert all(stem.shape == split.audio.shape for stem in split.stems.values())
+    assert np.abs(total - split.audio).max() < 1e-6
+    assert np.abs(split.audio - plain.audio).max() < 1e-5
+    for role, stem in split.stems.items():
+        assert np.sqrt(np.mean(stem**2)) > 1e-3, role  # every part given plays
+
+
+def test_stems_still_sum_to_a_clipped_mix():
+    loud = {"a": np.full((2, 8), 0.9, np.float32), "b": np.full((2, 8), 0.6, np.float32)}
+    loud["b"][:, :4] = -0.2  # the first half stays under full scale
+    mix, stems = SynthBackend._split(loud)
+    assert np.abs(mix).max() == pytest.approx(1.0)
+    assert np.allclose(stems["a"] + stems["b"], mix, atol=1e-7)
+    assert np.array_equal(stems["a"][:, :4], loud["a"][:, :4])  # untouched below the clip

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 import soundfile as sf
 
-from bgm_batch.audio.protocol import AUDIO_BACKENDS, RenderedSegment, SegmentRequest
+from bgm_batch.audio.protocol import AUDIO_BACKENDS, STEM_ROLES, RenderedSegment, SegmentRequest
 from bgm_batch.settings import AudioSettings
 from bgm_batch.stages import render
 from bgm_batch.stages.render import AUDIO_SUFFIX, remove_work_files, render_segments, segment_seed
@@ -119,7 +119,9 @@ def test_step_k_batches_carry_the_anchor(tmp_path):
         "duration_s",
         "sample_rate",
         "reused",
+        "stems",
     ]
+    assert segments["stems"].is_null().all()  # not asked for
     assert segments["duration_s"].to_list()[:2] == pytest.approx([2.5, 3.5])
     assert all(Path(p).is_file() for p in segments["midi_path"])
 
@@ -135,6 +137,31 @@ def test_same_seed_same_audio_and_resume_reuses(tmp_path):
     assert again.segments["reused"].all()
     other_seed = render_segments(FRAME, Spy(), SETTINGS, seed=6, work_dir=tmp_path / "one")
     assert other_seed.rendered == 7
+
+
+def test_stems_are_work_files_too_and_a_run_without_them_is_not_reused(tmp_path):
+    """Asking for stems after a run without them renders again (the stems are missing);
+    each segment's role files sum to its audio; removing the work files removes them."""
+    frame = FRAME.head(2)
+    plain = render_segments(frame, Spy(), SETTINGS, seed=5, work_dir=tmp_path)
+    stems = SETTINGS.model_copy(update={"stems": True})
+    spy = Spy()
+    spy.inner = AUDIO_BACKENDS.create("synth", stems)
+    split = render_segments(frame, spy, stems, seed=5, work_dir=tmp_path)
+    assert (split.rendered, split.reused) == (2, 0)
+    assert render_segments(frame, spy, stems, seed=5, work_dir=tmp_path).reused == 2
+    assert render_segments(frame, Spy(), SETTINGS, seed=5, work_dir=tmp_path).reused == 2
+    for row in split.segments.iter_rows(named=True):
+        files = {role: Path(p) for role, p in row["stems"].items() if p is not None}
+        assert set(files) <= set(STEM_ROLES) and len(files) >= 3
+        total = sum(sf.read(p, dtype="float64")[0] for p in files.values())
+        assert np.abs(total - sf.read(row["audio_path"], dtype="float64")[0]).max() < 1e-5
+    assert plain.segments["audio_path"].to_list() == split.segments["audio_path"].to_list()
+    removed = remove_work_files(split)
+    assert removed == 2 * 2 + sum(
+        sum(p is not None for p in row.values()) for row in split.segments["stems"]
+    )
+    assert sorted(p.suffix for p in tmp_path.rglob("*.*")) == [".mid", ".mid"]
 
 
 def test_a_changed_caption_rerenders_its_run_from_there(tmp_path):

@@ -207,3 +207,42 @@ def test_a_failed_stitch_leaves_no_track(monkeypatch):
     with pytest.raises(OSError, match="disk gone"):
         stitch.stitch_track(inputs, SETTINGS, Path("track.flac"))
     assert not Path("track.flac").exists() and not list(Path().glob(".*tmp*"))
+
+
+def test_stems_are_stitched_like_the_track_and_sum_to_it(tmp_path):
+    """Three roles per segment, loud enough that the limiter works: each stem gets the
+    track's cuts, crossfades, gain and limiter gain, so the stems written sum to the track
+    (to within 24-bit rounding), and a role absent from a segment is silent there."""
+    inputs = []
+    for i in range(4):
+        parts = {
+            "bass": noise(2.5, 10 * i, 0.3),
+            "lead": noise(2.5, 10 * i + 1, 0.2),
+            "drums": np.where(noise(2.5, 10 * i + 2) > 0.25, 0.9, 0.0).astype(np.float32),
+        }
+        if i == 2:
+            del parts["lead"]
+        mix = np.sum(list(parts.values()), axis=0)
+        inputs.append(StitchInput(mix, 2.0 * i, 0.5, RATE, stems=parts))
+    settings = SETTINGS.model_copy(update={"target_lufs": -6.0})
+    result = stitch.stitch_track(inputs, settings, Path("track.flac"), tmp_path)
+    assert set(result.stems) == {"drums", "bass", "lead"}
+    track, _ = sf.read(result.path, dtype="float64", always_2d=True)
+    total = np.zeros_like(track)
+    for role, path in result.stems.items():
+        info = sf.info(path)
+        assert (info.format, info.subtype, info.samplerate) == ("WAV", "PCM_24", RATE), role
+        stem, _ = sf.read(path, dtype="float64", always_2d=True)
+        total += stem
+        if role == "lead":  # segment 2 (4 s - 6 s) has no lead, but the crossfades reach in
+            assert np.abs(stem[round(4.6 * RATE) : round(5.9 * RATE)]).max() == 0.0
+    assert np.abs(total - track).max() < 4 * 2**-23
+    assert result.true_peak_dbtp <= settings.true_peak_dbtp + 1e-6
+    plain = stitch.stitch_track(
+        [StitchInput(s.audio, s.start_s, s.crossfade_s, RATE) for s in inputs],
+        settings,
+        Path("plain.flac"),
+    )
+    assert np.array_equal(
+        sf.read(plain.path, dtype="int32")[0], sf.read(result.path, dtype="int32")[0]
+    )

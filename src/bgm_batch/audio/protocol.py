@@ -43,18 +43,26 @@ class SegmentRequest:
     hop_s: float | None = None
 
 
+# Instrument roles an editor gets as stems (``--stems``): what is mixed down separately.
+STEM_ROLES = ("drums", "bass", "harmony", "lead", "pad", "stinger")
+
+
 @dataclass
 class RenderedSegment:
     """Audio for one request: float32 (channels, samples) at ``sample_rate``.
 
     ``state`` is what the next segment needs to continue this one musically (JSON-able);
-    ``midi`` holds a Standard MIDI File when the backend composes symbolically.
+    ``midi`` holds a Standard MIDI File when the backend composes symbolically. ``stems``
+    (asked for with ``AudioSettings.stems``, by a backend that knows its parts) splits
+    ``audio`` by instrument role (keys from ``STEM_ROLES``, each shaped like ``audio``);
+    they sum to ``audio``, and a role that does not play is left out.
     """
 
     audio: np.ndarray
     sample_rate: int
     state: dict[str, Any] = field(default_factory=dict)
     midi: bytes | None = None
+    stems: dict[str, np.ndarray] | None = None
 
 
 @runtime_checkable

@@ -61,10 +61,17 @@ def track_path(out_dir: Path, recording: str, recordings: list[str]) -> Path:
     return inside(out_dir, out_dir / name)
 
 
+def stems_dir(out_dir: Path, recording: str, recordings: list[str]) -> Path:
+    """``stems/`` for a single recording, ``stems-<recording>/`` for several."""
+    name = "stems" if len(recordings) == 1 else f"stems-{recording}"
+    return inside(out_dir, out_dir / name)
+
+
 def stitch_recordings(
     frame: pl.DataFrame, rendered: RenderResult, settings: AudioSettings, out_dir: Path
 ) -> Tracks:
-    """Stitch each recording's rendered segments into its track file."""
+    """Stitch each recording's rendered segments into its track file (and its stems with
+    ``settings.stems``)."""
     joined = frame.join(rendered.segments, on=["recording", "index"], how="inner").sort(
         "recording", "index"
     )
@@ -73,7 +80,11 @@ def stitch_recordings(
     for recording in recordings:
         part = joined.filter(pl.col("recording") == recording)
         paths[recording] = track_path(out_dir, recording, recordings)
-        result = stitch.stitch_track(stitch.stitch_inputs(part), settings, paths[recording])
+        stems = stems_dir(out_dir, recording, recordings) if settings.stems else None
+        if stems is not None:
+            stems.mkdir(exist_ok=True)
+        inputs = stitch.stitch_inputs(part, stems=settings.stems)
+        result = stitch.stitch_track(inputs, settings, paths[recording], stems)
         offsets.append(
             part.select("recording", "index", "duration_s").with_columns(
                 pl.Series("audio_offset_s", result.offsets_s, dtype=pl.Float64)
@@ -83,6 +94,7 @@ def stitch_recordings(
             "loudness_lufs": result.loudness_lufs,
             "true_peak_dbtp": result.true_peak_dbtp,
             "gain_db": result.gain_db,
+            "stems": {role: p.name for role, p in result.stems.items()},
             "seams": result.seams.to_dicts(),
         }
     table = (

@@ -19,7 +19,8 @@ segment starts (its ``hop`` mark), so a continuing model picks up exactly at the
 Resume: each finished segment is written atomically to ``work_dir/<recording>/`` as
 ``<index>.flac`` (24-bit, compression level 0: half the size of float WAV, about 4 ms of CPU
 per segment to write), ``<index>.mid`` when the backend composes MIDI, and last
-``<index>.json`` (state, seed, caption, backend identity and a chained key). The key hashes
+``<index>.json`` (state, seed, caption, backend identity and a chained key); with
+``settings.stems`` each instrument role as ``<index>.<role>.flac`` too. The key hashes
 the row's own inputs and its predecessor's key, so a changed caption re-renders its segment
 and every segment that continues from it. A rerun loads segments whose key matches instead
 of rendering them; a process killed at any point leaves each segment either complete or
@@ -65,6 +66,7 @@ import soundfile as sf
 from bgm_batch.atomic import atomic_path, write_bytes, write_text
 from bgm_batch.audio.protocol import (
     AUDIO_BACKENDS,
+    STEM_ROLES,
     AudioBackend,
     RenderedSegment,
     SegmentRequest,
@@ -75,6 +77,7 @@ from bgm_batch.stages.stitch import to_pcm24
 from bgm_batch.stages.transitions import ANCHORED
 
 AUDIO_SUFFIX = ".flac"
+STEMS_SCHEMA = pl.Struct({role: pl.String for role in STEM_ROLES})  # role -> work file or null
 PROCESS_BACKENDS = {"synth"}  # registry backends that may run once per worker process
 PROCESS_MIN_SEGMENTS = 32
 GROUPS_PER_WORKER = 4  # run groups per worker: progress steps and load balance
@@ -83,7 +86,8 @@ GROUPS_PER_WORKER = 4  # run groups per worker: progress steps and load balance
 @dataclass
 class RenderResult:
     """``segments``: recording, index, audio_path, midi_path (null without MIDI), duration_s,
-    sample_rate, reused; one row per rendered window. ``failures``: recording, index, reason
+    sample_rate, reused, stems (role -> work file, null without ``settings.stems``); one row
+    per rendered window. ``failures``: recording, index, reason
     for the rows to quarantine. ``rendered`` and ``reused`` count segments."""
 
     segments: pl.DataFrame
@@ -197,9 +201,11 @@ class _Store:
             meta = json.loads(meta_path.read_text())
         except json.JSONDecodeError:
             return None
-        if meta.get("key") != key:
+        if meta.get("key") != key or (settings.stems and meta.get("stems") is None):
             return None
         meta["audio_path"] = str(audio_path)  # the work_dir may have moved since
+        if meta.get("stems") is not None:
+            meta["stems"] = {role: str(_stem_path(row, role)) for role in meta["stems"]}
         if meta["midi_path"] is not None:
             meta["midi_path"] = str(row.stem.with_suffix(".mid"))
         start, stop = _prompt_window(row, settings, meta["sample_rate"])
@@ -220,21 +226,31 @@ class _Store:
             "state": segment.state,
             "audio_path": str(row.stem.with_suffix(AUDIO_SUFFIX)),
             "midi_path": str(row.stem.with_suffix(".mid")) if segment.midi else None,
+            "stems": None,
         }
-        self._pending.append(self._pool.submit(self._write, row, meta, segment.midi, pcm))
+        files = [(row.stem.with_suffix(AUDIO_SUFFIX), pcm)]
+        if segment.stems is not None:
+            unknown = set(segment.stems) - set(STEM_ROLES)
+            if unknown:
+                raise ValueError(f"stems of unknown roles {sorted(unknown)}")
+            meta["stems"] = {role: str(_stem_path(row, role)) for role in segment.stems}
+            files += [(_stem_path(row, r), to_pcm24(a)) for r, a in segment.stems.items()]
+        self._pending.append(
+            self._pool.submit(self._write, row, meta, segment.midi, files, segment.sample_rate)
+        )
         return meta
 
     @staticmethod
-    def _write(row: _Row, meta: dict, midi: bytes | None, pcm: np.ndarray) -> None:
-        with atomic_path(row.stem.with_suffix(AUDIO_SUFFIX)) as tmp:
-            sf.write(
-                tmp,
-                pcm.T,
-                meta["sample_rate"],
-                format="FLAC",
-                subtype="PCM_24",
-                compression_level=0.0,
-            )
+    def _write(
+        row: _Row,
+        meta: dict,
+        midi: bytes | None,
+        files: list[tuple[Path, np.ndarray]],
+        rate: int,
+    ) -> None:
+        for path, pcm in files:
+            with atomic_path(path) as tmp:
+                sf.write(tmp, pcm.T, rate, format="FLAC", subtype="PCM_24", compression_level=0.0)
         if midi is not None:
             write_bytes(row.stem.with_suffix(".mid"), midi)
         write_text(row.stem.with_suffix(".json"), json.dumps(meta))
@@ -474,12 +490,18 @@ def _render_chunk(
         outcome.rendered += 1
 
 
+def _stem_path(row: _Row, role: str) -> Path:
+    """A segment's work file for one instrument role: ``<index>.<role>.flac``."""
+    return row.stem.with_suffix(f".{role}{AUDIO_SUFFIX}")
+
+
 def remove_work_files(result: RenderResult) -> int:
-    """Delete the rendered segments' audio and JSON (the MIDI stays); returns how many files
-    went. Called once the track is delivered, unless the work is kept."""
+    """Delete the rendered segments' audio, stems and JSON (the MIDI stays); returns how many
+    files went. Called once the track is delivered, unless the work is kept."""
     removed = 0
-    for audio in result.segments["audio_path"]:
-        for path in (Path(audio).with_suffix(".json"), Path(audio)):  # the JSON marks it whole
+    for audio, stems in result.segments.select("audio_path", "stems").iter_rows():
+        parts = [Path(p) for p in (stems or {}).values() if p is not None]
+        for path in (Path(audio).with_suffix(".json"), Path(audio), *parts):  # JSON: it's whole
             if path.is_file():
                 path.unlink()
                 removed += 1
@@ -510,6 +532,7 @@ def _segments_frame(done: list[dict]) -> pl.DataFrame:
         "duration_s": pl.Float64,
         "sample_rate": pl.Int64,
         "reused": pl.Boolean,
+        "stems": STEMS_SCHEMA,
     }
     rows = [
         {
@@ -520,6 +543,7 @@ def _segments_frame(done: list[dict]) -> pl.DataFrame:
             "duration_s": m["frames"] / m["sample_rate"],
             "sample_rate": m["sample_rate"],
             "reused": m["reused"],
+            "stems": m.get("stems"),
         }
         for m in done
     ]

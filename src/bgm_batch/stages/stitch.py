@@ -37,9 +37,9 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from math import gcd
 from pathlib import Path
 
@@ -48,6 +48,7 @@ import polars as pl
 import soundfile as sf
 
 from bgm_batch.atomic import atomic_path
+from bgm_batch.audio.protocol import STEM_ROLES
 from bgm_batch.settings import AudioSettings
 
 MIN_FADE_S = 0.01
@@ -74,6 +75,9 @@ class StitchInput:
     start_s: float
     crossfade_s: float = 0.0
     sample_rate: int | None = None  # required with an array; read from the file otherwise
+    # the same audio split by instrument role (arrays or files like ``audio``; they sum to
+    # it); a role missing here is silent in this segment
+    stems: Mapping[str, np.ndarray | Path | str] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,25 +94,49 @@ class StitchResult:
     loudness_lufs: float
     true_peak_dbtp: float
     gain_db: float
+    stems: dict[str, Path] = field(default_factory=dict)  # role -> 24-bit WAV
 
 
-def stitch_inputs(frame: pl.DataFrame) -> list[StitchInput]:
+def stitch_inputs(frame: pl.DataFrame, stems: bool = False) -> list[StitchInput]:
     """Inputs from a frame with ``audio_path``, ``start_s`` and ``crossfade_s`` (the planned
-    frame joined with ``RenderResult.segments``)."""
+    frame joined with ``RenderResult.segments``), with each segment's ``stems`` if asked."""
+    columns = ["audio_path", "start_s", "crossfade_s", *(["stems"] if stems else [])]
     return [
-        StitchInput(Path(r["audio_path"]), float(r["start_s"]), float(r["crossfade_s"]))
-        for r in frame.select("audio_path", "start_s", "crossfade_s").iter_rows(named=True)
+        StitchInput(
+            Path(r["audio_path"]),
+            float(r["start_s"]),
+            float(r["crossfade_s"]),
+            stems={role: Path(p) for role, p in (r.get("stems") or {}).items() if p is not None},
+        )
+        for r in frame.select(columns).iter_rows(named=True)
     ]
 
 
-def _load(segment: StitchInput, sample_rate: int) -> np.ndarray:
-    """The segment as float32 stereo at ``sample_rate``."""
-    if isinstance(segment.audio, np.ndarray):
-        if segment.sample_rate is None:
+def _load(segment: StitchInput, sample_rate: int, roles: Sequence[str] = ()) -> np.ndarray:
+    """The segment as float32 stereo at ``sample_rate``, then two rows per stem of ``roles``
+    (silence for a role the segment does not play)."""
+    audio = _load_one(segment.audio, segment.sample_rate, sample_rate)
+    if not roles:
+        return audio
+    layers = [audio]
+    for role in roles:
+        stem = segment.stems.get(role)
+        layers.append(
+            np.zeros_like(audio)
+            if stem is None
+            else _load_one(stem, segment.sample_rate, sample_rate)[:, : audio.shape[1]]
+        )
+    return np.concatenate(layers, axis=0)
+
+
+def _load_one(source: np.ndarray | Path | str, rate: int | None, sample_rate: int) -> np.ndarray:
+    """One audio array or file as float32 stereo at ``sample_rate``."""
+    if isinstance(source, np.ndarray):
+        if rate is None:
             raise ValueError("a StitchInput with an array needs its sample_rate")
-        audio, rate = np.atleast_2d(segment.audio).astype(np.float32), segment.sample_rate
+        audio = np.atleast_2d(source).astype(np.float32)
     else:
-        data, rate = sf.read(segment.audio, dtype="float32", always_2d=True)
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
         audio = data.T
     audio = np.repeat(audio, 2, axis=0) if audio.shape[0] == 1 else audio[:2]
     if rate != sample_rate:
@@ -145,14 +173,16 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.vdot(a, b)) / energy if energy > 0 else 0.0
 
 
-def _prefetched(segments: list[StitchInput], rate: int) -> Iterator[np.ndarray]:
+def _prefetched(
+    segments: list[StitchInput], rate: int, roles: Sequence[str]
+) -> Iterator[np.ndarray]:
     """The segments loaded in order, decoding two ahead on threads (libsndfile and the
     resampler release the GIL), without holding every segment in memory at once."""
     with ThreadPoolExecutor(2) as pool:
-        queue = deque(pool.submit(_load, s, rate) for s in segments[:3])
+        queue = deque(pool.submit(_load, s, rate, roles) for s in segments[:3])
         for following in segments[3:]:
             yield queue.popleft().result()
-            queue.append(pool.submit(_load, following, rate))
+            queue.append(pool.submit(_load, following, rate, roles))
         while queue:
             yield queue.popleft().result()
 
@@ -160,16 +190,16 @@ def _prefetched(segments: list[StitchInput], rate: int) -> Iterator[np.ndarray]:
 class _Pending:
     """The samples of the track that are not final yet; ``audio[:, 0]`` is sample ``origin``."""
 
-    def __init__(self, rate: int):
+    def __init__(self, rate: int, channels: int = 2):
         self.origin = 0
-        self.audio = np.zeros((2, 0), dtype=np.float32)
+        self.audio = np.zeros((channels, 0), dtype=np.float32)
         self.silence = round(SILENCE_BLOCK_S * rate)
 
     def view(self, first: int, last: int) -> np.ndarray:
         """Track samples [first, last) (first >= origin), growing the buffer with silence."""
         need = last - self.origin
         if need > self.audio.shape[1]:
-            grown = np.zeros((2, need), dtype=np.float32)
+            grown = np.zeros((len(self.audio), need), dtype=np.float32)
             grown[:, : self.audio.shape[1]] = self.audio
             self.audio = grown
         return self.audio[:, first - self.origin : last - self.origin]
@@ -179,7 +209,11 @@ class _Pending:
         while self.origin < to:
             held = self.audio.shape[1]
             size = min(to - self.origin, held or self.silence)
-            block = self.audio[:, :size] if held else np.zeros((2, size), dtype=np.float32)
+            block = (
+                self.audio[:, :size]
+                if held
+                else np.zeros((len(self.audio), size), dtype=np.float32)
+            )
             self.audio = self.audio[:, size:]
             self.origin += size
             yield block
@@ -189,12 +223,19 @@ Watch = Callable[[int, int, int], None]  # (first sample, last sample, seam fade
 
 
 def _assembled(
-    segments: list[StitchInput], starts: list[int], rate: int, nominal: int, watch: Watch
+    segments: list[StitchInput],
+    starts: list[int],
+    rate: int,
+    nominal: int,
+    watch: Watch,
+    roles: Sequence[str] = (),
 ) -> Iterator[np.ndarray]:
     """The track, crossfaded from the segments (sorted by start), as consecutive blocks of
     final samples: a block ends where the next segment starts. ``watch`` learns each seam's
     stretch and crossfade length, and each window's middle, before their samples are handed
-    on (for the seam metric)."""
+    on (for the seam metric). With ``roles`` each block also carries the stems (two rows per
+    role after the mix's two), cut and faded exactly as the mix: every decision (where to
+    cut, how the crossfade bends) is taken on the mix's rows."""
     lengths = [_frames(s, rate) for s in segments]
     total = max(s + n for s, n in zip(starts, lengths, strict=True))
     min_fade = round(MIN_FADE_S * rate)
@@ -202,8 +243,9 @@ def _assembled(
     margin = round(METRIC_MARGIN_S * rate)
     inside = max(min_fade, *(round(s.crossfade_s * rate) for s in segments)) + 2 * margin
     fades = [0] * len(segments)  # fade-in of each segment, set by the segment before it
-    pending = _Pending(rate)
-    for i, (start, audio) in enumerate(zip(starts, _prefetched(segments, rate), strict=True)):
+    pending = _Pending(rate, 2 + 2 * len(roles))
+    loaded = _prefetched(segments, rate, roles)
+    for i, (start, audio) in enumerate(zip(starts, loaded, strict=True)):
         yield from pending.flush(start)
         end = start + audio.shape[1]
         nxt = starts[i + 1] if i + 1 < len(starts) else end
@@ -211,7 +253,7 @@ def _assembled(
             want = max(round(segments[i + 1].crossfade_s * rate), min_fade)
             cut = min(nxt + want, end, nxt + lengths[i + 1])
             cut = start + _zero_crossing(
-                audio,
+                audio[:2],
                 cut - start,
                 max(cut - start - search, nxt - start + 1),
                 min(cut - start + search, audio.shape[1]),
@@ -226,7 +268,7 @@ def _assembled(
         placed = pending.view(start, cut)
         head = placed[:, :fade]
         if fades[i]:  # the previous segment lies here at full gain: crossfade the two
-            falling, rising = _fades(fade, _correlation(head, audio[:, :fade]))
+            falling, rising = _fades(fade, _correlation(head[:2], audio[:2, :fade]))
             head *= falling
         else:
             rising = _fades(fade)[1]
@@ -362,8 +404,9 @@ def integrated_loudness(audio: np.ndarray, rate: int) -> float:
 
 
 def limit(track: np.ndarray, ceiling: float, rate: int) -> list[tuple[int, int]]:
-    """Look-ahead peak limiter, in place: no sample ends above ``ceiling`` (linear).
-    Returns the stretches (first, last sample) it changed.
+    """Look-ahead peak limiter, in place: no sample of the first two rows (the mix) ends
+    above ``ceiling`` (linear); further rows (its stems) get the same gain, so they still sum
+    to it. Returns the stretches (first, last sample) it changed.
 
     The gain each sample needs is held over +-``LIMITER_WINDOW_S`` (a running minimum) and
     then smoothed with a moving average of the same width: the average of values that are
@@ -375,7 +418,7 @@ def limit(track: np.ndarray, ceiling: float, rate: int) -> list[tuple[int, int]]
 
     width = 2 * round(LIMITER_WINDOW_S * rate) + 1
     block = 4 * width
-    over = _block_peaks(track, block) > ceiling
+    over = _block_peaks(track[:2], block) > ceiling
     flags = np.concatenate([[False], over, [False]])
     flags = (flags | np.roll(flags, 1) | np.roll(flags, -1))[1:-1]
     edges = np.flatnonzero(np.diff(np.concatenate([[0], flags.astype(np.int8), [0]])))
@@ -384,7 +427,7 @@ def limit(track: np.ndarray, ceiling: float, rate: int) -> list[tuple[int, int]]
     for first, last in zip(edges[::2] * block, edges[1::2] * block, strict=True):
         last = min(last, n)
         lo, hi = max(first - 2 * width, 0), min(last + 2 * width, n)
-        level = np.abs(track[:, lo:hi]).max(axis=0)
+        level = np.abs(track[:2, lo:hi]).max(axis=0)
         need = np.minimum(1.0, ceiling / np.maximum(level, 1e-12)).astype(np.float32)
         gain = uniform_filter1d(minimum_filter1d(need, width), width)
         inner = slice(first - lo, last - lo)
@@ -481,13 +524,13 @@ class _StreamLimiter:
     under a ceiling lowered by the excess (an inter-sample peak the sample-peak limiter
     could not see)."""
 
-    def __init__(self, ceiling: float, true_peak: float, rate: int):
+    def __init__(self, ceiling: float, true_peak: float, rate: int, channels: int = 2):
         self.ceiling, self.true_peak_ceiling, self.rate = ceiling, true_peak, rate
         self.block = 4 * (2 * round(LIMITER_WINDOW_S * rate) + 1)
         self.context = LIMITER_CONTEXT * self.block
         self.chunk = LIMITER_CHUNK * self.block
         self.peak = 0.0
-        self._buffer = np.zeros((2, 0), dtype=np.float32)
+        self._buffer = np.zeros((channels, 0), dtype=np.float32)
         self._done = 0  # buffer samples already committed (kept as left context)
 
     def push(self, block: np.ndarray) -> Iterator[np.ndarray]:
@@ -510,7 +553,7 @@ class _StreamLimiter:
         while True:
             window = self._buffer[:, lo:hi].copy()
             limit(window, ceiling, self.rate)
-            peak = true_peak(window[:, max(first - pad, 0) : last + pad])
+            peak = true_peak(window[:2, max(first - pad, 0) : last + pad])
             if peak <= self.true_peak_ceiling:
                 break
             ceiling *= 0.999 * self.true_peak_ceiling / peak
@@ -521,14 +564,15 @@ class _StreamLimiter:
         return window[:, first:last]
 
 
-class _FlacWriter:
-    """Encodes 24-bit FLAC on its own thread (libsndfile and the filters release the GIL)
-    while the next blocks are computed, and meters the loudness of what it writes."""
+class _Writer:
+    """Encodes 24-bit audio (FLAC, or WAV for stems) on its own thread (libsndfile and the
+    filters release the GIL) while the next blocks are computed, and meters the loudness of
+    what it writes."""
 
-    def __init__(self, path: Path, rate: int):
+    def __init__(self, path: Path, rate: int, format: str = "FLAC", metered: bool = True):
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(FLAC_QUEUE)
-        self._path, self._rate = Path(path), rate
-        self.meter = _Meter(rate)
+        self._path, self._rate, self._format = Path(path), rate, format
+        self.meter = _Meter(rate) if metered else None
         self.frames = 0
         self._error: BaseException | None = None
         self._aborted = threading.Event()
@@ -560,11 +604,18 @@ class _FlacWriter:
             with (
                 atomic_path(self._path) as tmp,
                 sf.SoundFile(
-                    tmp, "w", self._rate, 2, "PCM_24", format="FLAC", compression_level=0.0
+                    tmp,
+                    "w",
+                    self._rate,
+                    2,
+                    "PCM_24",
+                    format=self._format,
+                    **({"compression_level": 0.0} if self._format == "FLAC" else {}),
                 ) as out,
             ):
                 while (block := self._queue.get()) is not None:
-                    self.meter.add(block)
+                    if self.meter is not None:
+                        self.meter.add(block)
                     out.write(to_pcm24(block).T)
                     self.frames += block.shape[1]
                 if self._aborted.is_set():
@@ -583,10 +634,15 @@ def to_pcm24(audio: np.ndarray) -> np.ndarray:
 
 
 def stitch_track(
-    segments: Sequence[StitchInput], settings: AudioSettings, path: Path
+    segments: Sequence[StitchInput],
+    settings: AudioSettings,
+    path: Path,
+    stems_dir: Path | None = None,
 ) -> StitchResult:
     """Crossfade, place, normalise, measure and write ``path`` (24-bit FLAC, atomically);
-    see the module docstring."""
+    see the module docstring. With ``stems_dir``, every role that plays in some segment's
+    ``stems`` is written there as ``<role>.wav`` (24-bit), assembled, gained and limited
+    sample for sample as the track, so the stems sum to it."""
     if not segments:
         raise ValueError("nothing to stitch")
     rate = settings.sample_rate
@@ -602,33 +658,67 @@ def stitch_track(
         seams.add(block)
     loudness = meter.lufs()
     gain_db = settings.target_lufs - loudness if np.isfinite(loudness) else 0.0
-    gain = np.float32(10 ** (gain_db / 20))
+    roles = [r for r in STEM_ROLES if any(r in s.stems for s in ordered)] if stems_dir else []
     limiter = _StreamLimiter(
         10 ** ((settings.true_peak_dbtp - LIMITER_MARGIN_DB) / 20),
         10 ** (settings.true_peak_dbtp / 20),
         rate,
+        2 + 2 * len(roles),
     )
-    writer = _FlacWriter(path, rate)
-    try:
-        for block in _assembled(ordered, starts, rate, nominal, lambda *_: None):
-            for out in limiter.push(block * gain):
-                writer.write(out)
-        for out in limiter.finish():
-            writer.write(out)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
+    stem_paths = {role: Path(stems_dir, f"{role}.wav") for role in roles} if stems_dir else {}
+    writers = [_Writer(path, rate)] + [
+        _Writer(p, rate, _wav_format(ordered, starts, rate), metered=False)
+        for p in stem_paths.values()
+    ]
+    _write_pass(ordered, starts, rate, nominal, roles, 10 ** (gain_db / 20), limiter, writers)
     offsets = [0.0] * len(segments)
     for i, start in zip(order, starts, strict=True):
         offsets[i] = start / rate
     return StitchResult(
         path=Path(path),
-        frames=writer.frames,
+        frames=writers[0].frames,
         sample_rate=rate,
         offsets_s=offsets,
         seams=seams.table(),
-        loudness_lufs=writer.meter.lufs(),
+        loudness_lufs=writers[0].meter.lufs() if writers[0].meter else float("nan"),
         true_peak_dbtp=float(20 * np.log10(limiter.peak)) if limiter.peak > 0 else float("-inf"),
         gain_db=float(gain_db),
+        stems=stem_paths,
     )
+
+
+def _write_pass(
+    ordered: list[StitchInput],
+    starts: list[int],
+    rate: int,
+    nominal: int,
+    roles: Sequence[str],
+    gain: float,
+    limiter: _StreamLimiter,
+    writers: list[_Writer],
+) -> None:
+    """Pass 2: assemble again, gain, limit, and hand rows 2k, 2k+1 to writer k."""
+    try:
+        blocks = _assembled(ordered, starts, rate, nominal, lambda *_: None, roles)
+        for block in blocks:
+            for out in limiter.push(block * np.float32(gain)):
+                _hand_on(out, writers)
+        for out in limiter.finish():
+            _hand_on(out, writers)
+    except BaseException:
+        for writer in writers:
+            writer.abort()
+        raise
+    for writer in writers:
+        writer.close()
+
+
+def _hand_on(block: np.ndarray, writers: list[_Writer]) -> None:
+    for k, writer in enumerate(writers):
+        writer.write(block[2 * k : 2 * k + 2])
+
+
+def _wav_format(segments: list[StitchInput], starts: list[int], rate: int) -> str:
+    """WAV, or RF64 (the same with 64-bit sizes, read by editors) past WAV's 4 GB limit."""
+    frames = max(s + _frames(seg, rate) for s, seg in zip(starts, segments, strict=True))
+    return "RF64" if frames * 2 * 3 > 2**32 - 2**20 else "WAV"

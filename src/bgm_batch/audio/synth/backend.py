@@ -270,12 +270,13 @@ class SynthBackend:
             stinger=request.stinger,
         )
         level = 10 ** ((LEVEL_DB[0] + LEVEL_DB[1] * params.intensity) / 20)
-        audio = self._mix(arrangement, round(request.duration_s * self.sample_rate), level)
+        audio, stems = self._mix(arrangement, round(request.duration_s * self.sample_rate), level)
         return RenderedSegment(
             audio=audio,
             sample_rate=self.sample_rate,
             state=arrangement.state,
             midi=to_midi(arrangement),
+            stems=stems,
         )
 
     def _note(self, note: Note) -> np.ndarray:
@@ -296,17 +297,44 @@ class SynthBackend:
             self._notes.put(key, audio)
         return audio
 
-    def _mix(self, arrangement: Arrangement, frames: int, level: float) -> np.ndarray:
-        """Sum the cached notes at their onsets, add the reverb, apply the gain."""
-        dry = np.zeros((2, frames), dtype=np.float32)
+    def _mix(
+        self, arrangement: Arrangement, frames: int, level: float
+    ) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+        """Sum the cached notes at their onsets, add the reverb, apply the gain; with
+        ``settings.stems`` also the same mix split by role (see ``_split``)."""
+        gain = np.float32(MASTER_GAIN * level)
+        dry = self._dry(arrangement, frames, by_role=self.settings.stems)
+        if not self.settings.stems:
+            return np.clip(self._wet(dry[""]) * gain, -1.0, 1.0), None
+        return self._split({role: self._wet(part) * gain for role, part in dry.items()})
+
+    def _dry(self, arrangement: Arrangement, frames: int, by_role: bool) -> dict[str, np.ndarray]:
+        """The notes placed at their onsets: one buffer per role, or all in one (key "")."""
+        dry: dict[str, np.ndarray] = {}
         for note in arrangement.notes:
             start = round(note.start * self.sample_rate)
             skip = round(note.skip * self.sample_rate)
             audio = self._note(note)[:, skip : skip + frames - start]
-            dry[:, start : start + audio.shape[1]] += audio
-        wet = self._reverb(dry.mean(axis=0))
-        mix = (dry + np.float32(REVERB_WET) * wet) * np.float32(MASTER_GAIN * level)
-        return np.clip(mix, -1.0, 1.0)
+            role = note.role if by_role else ""
+            if role not in dry:
+                dry[role] = np.zeros((2, frames), dtype=np.float32)
+            dry[role][:, start : start + audio.shape[1]] += audio
+        return dry or {"": np.zeros((2, frames), dtype=np.float32)}
+
+    def _wet(self, dry: np.ndarray) -> np.ndarray:
+        """The dry signal with its share of the hall (linear: the parts' reverbs sum to
+        the reverb of their sum)."""
+        return dry + np.float32(REVERB_WET) * self._reverb(dry.mean(axis=0))
+
+    @staticmethod
+    def _split(parts: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The clipped mix of the parts, and the parts scaled sample by sample as the clip
+        scaled their sum, so that the stems still add up to exactly what is heard."""
+        mix = np.sum(list(parts.values()), axis=0, dtype=np.float32)
+        clipped = np.clip(mix, -1.0, 1.0)
+        scale = np.divide(clipped, mix, out=np.ones_like(mix), where=mix != clipped)
+        stems = {role: part * scale for role, part in parts.items()}
+        return np.sum(list(stems.values()), axis=0, dtype=np.float32), stems
 
     def _reverb(self, send: np.ndarray) -> np.ndarray:
         """Mono send convolved with the stereo impulse response (one FFT each way)."""
