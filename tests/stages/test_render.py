@@ -270,3 +270,28 @@ def test_processes_render_the_same_audio_and_work_files_go_after_delivery(tmp_pa
     assert remove_work_files(spread) == 24
     left = sorted(p.suffix for p in (tmp_path / "spread").rglob("*"))
     assert left == [""] + [".mid"] * 12
+
+
+def test_planned_segments_render_in_any_order_to_the_sequential_audio(tmp_path):
+    """The synth continues through its state alone: composed first (``_plan``), its
+    segments rendered backwards give the files a sequential walk gives, chained keys
+    included; a rerun plans nothing (every segment reused)."""
+    backend = AUDIO_BACKENDS.create("synth", SETTINGS)
+    identity = backend.identity()
+    runs = render._rows(FRAME, SETTINGS, 5, tmp_path / "planned")
+    outcome, jobs = render._plan(runs, backend, identity, SETTINGS)
+    assert (outcome.reused, len(jobs)) == (0, 7)
+    assert [j.anchor is None for j in jobs] == [True, False, True, False, False, True, False]
+    done = render._render_jobs(jobs[::-1], backend, identity, SETTINGS)
+    assert done.rendered == 7 and not done.failures
+    sequential = render_segments(FRAME, Spy(), SETTINGS, seed=5, work_dir=tmp_path / "seq")
+    for row in sequential.segments.iter_rows(named=True):
+        planned_path = Path(str(row["audio_path"]).replace("/seq/", "/planned/"))
+        assert np.array_equal(sf.read(planned_path)[0], sf.read(row["audio_path"])[0])
+        keys = [
+            json.loads(Path(p).with_suffix(".json").read_text())["key"]
+            for p in (planned_path, row["audio_path"])
+        ]
+        assert keys[0] == keys[1]
+    again, jobs = render._plan(runs, backend, identity, SETTINGS)
+    assert (again.reused, jobs) == (7, [])

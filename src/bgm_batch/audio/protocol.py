@@ -80,4 +80,16 @@ class AudioBackend(Protocol):
         ...
 
 
+@runtime_checkable
+class StateContinued(Protocol):
+    """A backend whose segment continues the previous one through its musical ``state``
+    alone, never its audio (``prompt_audio`` is not read). ``next_state`` gives the state a
+    request leaves, cheaply (no audio), so the render stage can plan a whole run first and
+    then render its segments in any order, in parallel."""
+
+    def next_state(self, request: SegmentRequest) -> dict[str, Any]:
+        """``RenderedSegment.state`` of ``render([request])``, without rendering."""
+        ...
+
+
 AUDIO_BACKENDS: Registry[AudioBackend] = Registry("audio", "bgm_batch.audio")

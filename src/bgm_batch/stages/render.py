@@ -32,11 +32,17 @@ them once the track is delivered, keeping the MIDI.
 Parallelism: runs are independent, so a CPU backend that is safe to run once per process
 (``PROCESS_BACKENDS``) renders them in ``settings.render_workers`` processes (0: one per
 core): this one and spawned workers, each building its own backend from the registry and
-taking groups of whole runs; each worker dies with its parent (``PR_SET_PDEATHSIG``), so a
-killed run leaves no renderer behind. Short jobs (under ``PROCESS_MIN_SEGMENTS``) stay in
-process: a worker costs a few seconds of CPU to start (numpy, scipy, FluidSynth). Segments
-do not depend on which process renders them. As with any spawned worker, a script calling
-this must guard its top level with ``if __name__ == "__main__"``.
+taking groups of whole runs. A backend that continues through its musical state alone
+(``StateContinued``, the synth) does better: the runs are first walked composing only
+(``next_state``, milliseconds a segment), and then the segments themselves, each knowing its
+anchor's state, are spread in stretches of consecutive windows, so even one continuous
+hour-long run keeps every core busy (a planned segment whose render fails is reported; its
+successor still continues the planned piece). Each worker dies with its parent
+(``PR_SET_PDEATHSIG``), so a killed run leaves no renderer behind. Short jobs (under
+``PROCESS_MIN_SEGMENTS``) stay in process: a worker costs a few seconds of CPU to start
+(numpy, scipy, FluidSynth). Segments do not depend on which process renders them. As with
+any spawned worker, a script calling this must guard its top level with
+``if __name__ == "__main__"``.
 
 A request that raises is retried alone; if it still fails the row is reported in
 ``RenderResult.failures`` and its successor restarts its run.
@@ -56,6 +62,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +77,7 @@ from bgm_batch.audio.protocol import (
     AudioBackend,
     RenderedSegment,
     SegmentRequest,
+    StateContinued,
 )
 from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
@@ -111,12 +119,22 @@ class _Row:
 
 @dataclass
 class _Anchor:
-    """What the next segment of a run continues from."""
+    """What the next segment of a run continues from (no audio when planned)."""
 
     key: str
-    prompt: np.ndarray
-    sample_rate: int
+    prompt: np.ndarray | None
+    sample_rate: int | None
     state: dict[str, Any]
+
+
+@dataclass
+class _Job:
+    """One planned segment: its row, chained key, transition and the anchor's state."""
+
+    row: _Row
+    key: str
+    transition: str
+    anchor: _Anchor | None
 
 
 def segment_seed(seed: int, recording: str, index: int) -> int:
@@ -191,8 +209,11 @@ class _Store:
         self._pending: list[Future] = []
 
     @staticmethod
-    def load(row: _Row, key: str, settings: AudioSettings) -> tuple[dict, _Anchor] | None:
-        """The saved segment of ``row`` if it was rendered from the same inputs."""
+    def load(
+        row: _Row, key: str, settings: AudioSettings, with_prompt: bool = True
+    ) -> tuple[dict, _Anchor] | None:
+        """The saved segment of ``row`` if it was rendered from the same inputs (its anchor
+        without audio unless ``with_prompt``)."""
         meta_path = row.stem.with_suffix(".json")
         audio_path = row.stem.with_suffix(AUDIO_SUFFIX)
         if not (meta_path.is_file() and audio_path.is_file()):
@@ -208,6 +229,8 @@ class _Store:
             meta["stems"] = {role: str(_stem_path(row, role)) for role in meta["stems"]}
         if meta["midi_path"] is not None:
             meta["midi_path"] = str(row.stem.with_suffix(".mid"))
+        if not with_prompt:
+            return meta, _Anchor(key, None, None, meta["state"])
         start, stop = _prompt_window(row, settings, meta["sample_rate"])
         prompt, _ = sf.read(audio_path, start=start, stop=stop, dtype="float32", always_2d=True)
         return meta, _Anchor(key, prompt.T.copy(), meta["sample_rate"], meta["state"])
@@ -329,10 +352,18 @@ def render_segments(
     bar = Progress("render", sum(map(len, runs)), unit="seg", enabled=progress)
     try:
         workers = _workers(backend, settings, runs)
-        if workers > 1:
-            outcome = _render_in_processes(runs, backend, identity, settings, workers, bar)
+        if isinstance(backend, StateContinued) and workers > 1:
+            outcome, jobs = _plan(runs, backend, identity, settings)
+            bar.update(outcome.reused + len(outcome.failures))
+            groups, work = _contiguous(jobs, GROUPS_PER_WORKER * workers), _render_jobs
         else:
-            outcome = _render_runs(runs, backend, identity, settings, bar.update)
+            outcome, groups, work = _Outcome([], []), _run_groups(runs, workers), _render_run_group
+        if workers > 1:
+            outcome.add(
+                _render_in_processes(groups, work, backend, identity, settings, workers, bar)
+            )
+        else:
+            outcome.add(_render_runs(runs, backend, identity, settings, bar.update))
     finally:
         bar.close()
     return RenderResult(
@@ -344,33 +375,108 @@ def render_segments(
 
 
 def _workers(backend: AudioBackend, settings: AudioSettings, runs: list[list[_Row]]) -> int:
-    """How many processes render: one per core for a process-safe backend on a long job of
-    several runs (a run is sequential: one run keeps one process busy)."""
+    """How many processes render: one per core for a process-safe backend on a long job.
+    A run is sequential (one run keeps one process busy) unless the backend continues
+    through its state alone (``StateContinued``): then the segments spread, runs or not."""
     segments = sum(map(len, runs))
     if backend.name not in PROCESS_BACKENDS or segments < PROCESS_MIN_SEGMENTS:
         return 1
-    return min(settings.render_workers or os.cpu_count() or 1, len(runs))
+    cores = settings.render_workers or os.cpu_count() or 1
+    return min(cores, segments if isinstance(backend, StateContinued) else len(runs))
 
 
-def _render_in_processes(
+def _plan(
     runs: list[list[_Row]],
-    backend: AudioBackend,
+    backend: StateContinued,
     identity: dict[str, str],
     settings: AudioSettings,
-    workers: int,
-    bar: Progress,
+) -> tuple[_Outcome, list[_Job]]:
+    """Walk each run as ``_render_runs`` would, composing instead of rendering: the saved
+    segments that match are taken as they are, every other one becomes a job that knows
+    its anchor's state. A row whose composition fails is reported and its successor
+    restarts, as in the sequential walk."""
+    outcome, jobs = _Outcome([], []), []
+    for run in runs:
+        anchor: _Anchor | None = None
+        for step, row in enumerate(run):
+            transition = row.transition if step == 0 or anchor else "restart"
+            key = _key(row, identity, transition, anchor)
+            saved = _Store.load(row, key, settings, with_prompt=False)
+            if saved:
+                outcome.done.append({**saved[0], "reused": True})
+                outcome.reused += 1
+                anchor = saved[1]
+                continue
+            try:
+                state = backend.next_state(_request(row, transition, anchor))
+            except Exception as error:
+                outcome.failures.append(_failure(row, error))
+                anchor = None
+                continue
+            jobs.append(_Job(row, key, transition, anchor))
+            anchor = _Anchor(key, None, None, state)
+    return outcome, jobs
+
+
+def _render_jobs(
+    jobs: list[_Job], backend: AudioBackend, identity: dict[str, str], settings: AudioSettings
 ) -> _Outcome:
-    """Spread whole runs over this process and ``workers - 1`` spawned ones, in groups
-    balanced by length. This process starts on the largest group at once (no core waits for
-    a worker to start), the workers take the next largest, kept two groups ahead, and this
-    process then takes the smallest ones from the other end."""
+    """Render planned segments one by one, each from its planned anchor."""
+    outcome, store = _Outcome([], []), _Store()
+    try:
+        for job in jobs:
+            chunk = [(0, job.row, job.key, job.transition)]
+            _render_chunk(chunk, [job.anchor], backend, store, settings, outcome)
+    finally:
+        store.close()
+    return outcome
+
+
+def _contiguous(jobs: list[_Job], count: int) -> list[list[_Job]]:
+    """``count`` groups of consecutive jobs, as equal as can be: neighbouring segments play
+    the same notes, so a worker's note cache serves its own stretch of the recording."""
+    bounds = [round(i * len(jobs) / count) for i in range(count + 1)]
+    return [jobs[a:b] for a, b in pairwise(bounds)]
+
+
+def _run_groups(runs: list[list[_Row]], workers: int) -> list[list[list[_Row]]]:
+    """Whole runs in ``GROUPS_PER_WORKER`` groups per worker, balanced by length."""
     groups: list[list[list[_Row]]] = [[] for _ in range(workers * GROUPS_PER_WORKER)]
     sizes = [0] * len(groups)
     for run in sorted(runs, key=len, reverse=True):
         smallest = sizes.index(min(sizes))
         groups[smallest].append(run)
         sizes[smallest] += len(run)
-    queue = deque(sorted((g for g in groups if g), key=lambda g: -sum(map(len, g))))
+    return groups
+
+
+def _render_run_group(
+    runs: list[list[_Row]],
+    backend: AudioBackend,
+    identity: dict[str, str],
+    settings: AudioSettings,
+) -> _Outcome:
+    return _render_runs(runs, backend, identity, settings, _ignore)
+
+
+Work = Callable[[list, AudioBackend, dict[str, str], AudioSettings], "_Outcome"]
+
+
+def _render_in_processes(
+    groups: list[list],
+    work: Work,
+    backend: AudioBackend,
+    identity: dict[str, str],
+    settings: AudioSettings,
+    workers: int,
+    bar: Progress,
+) -> _Outcome:
+    """Spread the groups (of runs, or of planned segments) over this process and
+    ``workers - 1`` spawned ones, each group done by ``work``. This process starts on the
+    largest group at once (no core waits for a worker to start), the workers take the next
+    largest, kept two groups ahead, and this process then takes the smallest ones from the
+    other end."""
+    queue = deque(sorted((g for g in groups if g), key=lambda g: -_size(g)))
     outcome = _Outcome([], [])
 
     def collect(part: _Outcome) -> None:
@@ -389,9 +495,9 @@ def _render_in_processes(
             mine = take() if queue else None
             take = queue.pop
             while queue and len(running) < 2 * (workers - 1):
-                running.add(pool.submit(_worker_render, queue.popleft(), settings))
+                running.add(pool.submit(_worker_render, work, queue.popleft(), settings))
             if mine is not None:
-                collect(_render_runs(mine, backend, identity, settings, _ignore))
+                collect(work(mine, backend, identity, settings))
             finished, running = wait(running, timeout=0 if queue else None)
             for future in finished:
                 collect(future.result())
@@ -415,9 +521,14 @@ def _start_worker(name: str, settings: AudioSettings, identity: dict[str, str]) 
     _WORKER["backend"] = backend
 
 
-def _worker_render(runs: list[list[_Row]], settings: AudioSettings) -> _Outcome:
+def _size(group: list) -> int:
+    """Segments in a group of runs or of jobs."""
+    return sum(len(item) if isinstance(item, list) else 1 for item in group)
+
+
+def _worker_render(work: Work, group: list, settings: AudioSettings) -> _Outcome:
     backend = _WORKER["backend"]
-    return _render_runs(runs, backend, backend.identity(), settings, _ignore)
+    return work(group, backend, backend.identity(), settings)
 
 
 def _render_runs(
@@ -473,13 +584,7 @@ def _render_chunk(
                 raise result
             pcm = to_pcm24(_checked(result))
         except Exception as error:
-            outcome.failures.append(
-                {
-                    "recording": row.recording,
-                    "index": row.index,
-                    "reason": f"{type(error).__name__}: {error}",
-                }
-            )
+            outcome.failures.append(_failure(row, error))
             anchors[r] = None
             continue
         meta = store.save(row, key, result, pcm)
@@ -488,6 +593,14 @@ def _render_chunk(
         anchors[r] = _Anchor(key, prompt, result.sample_rate, result.state)
         outcome.done.append({**meta, "reused": False})
         outcome.rendered += 1
+
+
+def _failure(row: _Row, error: Exception) -> dict[str, Any]:
+    return {
+        "recording": row.recording,
+        "index": row.index,
+        "reason": f"{type(error).__name__}: {error}",
+    }
 
 
 def _stem_path(row: _Row, role: str) -> Path:

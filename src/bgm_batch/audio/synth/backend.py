@@ -32,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,7 @@ from bgm_batch.audio.protocol import (
 from bgm_batch.audio.synth.compose import (
     DRUM_CHANNEL,
     Arrangement,
+    MusicParams,
     Note,
     arrange,
     parse_caption,
@@ -256,11 +258,16 @@ class SynthBackend:
         with ThreadPoolExecutor(self._workers) as pool:
             return list(pool.map(self._render_one, requests))
 
-    def _render_one(self, request: SegmentRequest) -> RenderedSegment:
+    def next_state(self, request: SegmentRequest) -> dict[str, Any]:
+        """The musical state the request leaves: the composition alone, no audio
+        (``StateContinued``: a run's segments can then render in parallel)."""
+        return self._arrange(request)[1].state
+
+    def _arrange(self, request: SegmentRequest) -> tuple[MusicParams, Arrangement]:
         params = parse_caption(request.caption)
         hop = request.hop_s or min(self.settings.segment_seconds, request.duration_s)
         anchored = request.transition in ("continue", "change")
-        arrangement = arrange(
+        return params, arrange(
             params,
             request.duration_s,
             hop,
@@ -269,6 +276,9 @@ class SynthBackend:
             transition=request.transition,
             stinger=request.stinger,
         )
+
+    def _render_one(self, request: SegmentRequest) -> RenderedSegment:
+        params, arrangement = self._arrange(request)
         level = 10 ** ((LEVEL_DB[0] + LEVEL_DB[1] * params.intensity) / 20)
         audio, stems = self._mix(arrangement, round(request.duration_s * self.sample_rate), level)
         return RenderedSegment(
