@@ -6,20 +6,27 @@ video) and fitted to the video's end with a fade instead of a cut. When the vide
 audio, the music is ducked by ``duck_depth_db`` while the game audio is loud (a sidechain gate
 keyed on the game audio, subtracted from the music: the depth is exact, never more) and mixed
 with it. The mix is then mastered: resampled to ``sample_rate`` whatever the source's rate,
-measured (EBU R128, ffmpeg's ebur128), brought to ``target_lufs`` and held under the
-true-peak ceiling by a limiter running at four times the rate. ``track.flac`` keeps its own
-loudness target for editors who mix themselves.
+computed once into a scratch file while its loudness is measured (BS.1770), brought to
+``target_lufs`` and held under the true-peak ceiling by the stitch's true-peak-aware
+limiter, encoded as AAC in parallel parts joined frame-exactly, and measured again as
+decoded. ``track.flac`` keeps its own loudness target for editors who mix themselves.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import re
 import shutil
+import subprocess
 import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import ffmpeg
 import numpy as np
@@ -28,14 +35,20 @@ import soundfile as sf
 from bgm_batch.atomic import atomic_path
 from bgm_batch.errors import BgmError
 from bgm_batch.settings import MuxSettings
+from bgm_batch.stages.stitch import _Meter
 
 LOOP_SECONDS = 10.0  # how much of the track's end is repeated when padding: a musical phrase
 LOOP_CROSSFADE_SECONDS = 0.5
-LIMITER_RATE = 192000  # the limiter runs at 4x 48 kHz, so its sample peaks track true peaks
 AAC_HEADROOM_DB = 2.5  # AAC overshoots peaks (up to ~2 dB on game clicks): the limiter aims lower
 MASTER_ATTEMPTS = 3  # encodes at most: each overshoot measured is added to the headroom
 METER_MARGIN_DB = 0.1  # ebur128 prints one decimal: -1.0 may be -0.95, so aim below that
 LOUDNESS_TOLERANCE_LU = 0.75  # further from the target than this: the next encode corrects it
+AAC_FRAME = 1024  # samples per AAC frame; ffmpeg's encoder primes each stream with one
+AAC_BITRATE = "192k"
+MIN_PART_SECONDS = 300.0  # shorter stretches of the mix are not worth an encoder of their own
+STREAM_BLOCK = 1 << 18  # frames per read of a raw audio stream (2 MiB)
+PART_LEAD_S = 2.0  # a part's limiter starts this early: its state settles (release 100 ms)
+LIMITER_TRUE_PEAK_DB = 0.5  # the 48 kHz limiter aims this much lower: peaks between samples
 
 
 class FfmpegMissingError(BgmError, RuntimeError):
@@ -339,18 +352,6 @@ def _ducked(tune: Any, key: Any, settings: MuxSettings) -> Any:
     return ffmpeg.filter([dry, gated], "amix", inputs=2, duration="first", normalize=0)
 
 
-def _master(mix: Any, gain_db: float, headroom_db: float, settings: MuxSettings) -> Any:
-    """``mix`` raised by ``gain_db`` and held ``headroom_db`` under the true-peak ceiling by a
-    limiter at ``LIMITER_RATE``, then back at ``sample_rate``."""
-    ceiling = 10.0 ** ((settings.true_peak_dbtp - headroom_db) / 20.0)
-    limited = (
-        mix.filter("volume", f"{gain_db:.3f}dB")
-        .filter("aresample", LIMITER_RATE)
-        .filter("alimiter", limit=ceiling, level=0, latency=1, attack=5, release=100)
-    )
-    return limited.filter("aresample", settings.sample_rate)
-
-
 _INTEGRATED = re.compile(r"Summary:.*?I:\s+(\S+) LUFS", re.S)
 _PEAK = re.compile(r"Summary:.*?Peak:\s+(\S+) dBFS", re.S)
 SILENCE_LUFS = -70.0  # ebur128's floor: below it there is nothing to normalise
@@ -383,38 +384,195 @@ def _ffmpeg_reason(exc: ffmpeg.Error) -> str:
     return lines[-1].strip() if lines else "no log"
 
 
-def _run(stream: Any, what: str) -> None:
-    try:
-        stream.run(capture_stdout=True, capture_stderr=True, overwrite_output=True)
-    except ffmpeg.Error as exc:
-        raise MuxError(f"ffmpeg failed {what}: {_ffmpeg_reason(exc)}") from exc
+def _ffmpeg(args: list[str], log: Path, level: str = "error", **pipes: Any) -> subprocess.Popen:
+    """Start ffmpeg logging at ``level`` to the file ``log``: a log pipe nobody reads while
+    the audio streams could fill up and stall it."""
+    with open(log, "wb") as err:
+        command = ["ffmpeg", "-nostdin", "-hide_banner", "-nostats", "-v", level, *args]
+        return subprocess.Popen(command, stderr=err, **pipes)
 
 
-def _encode(
-    video: Path,
-    music: _PlacedMusic,
-    info: MediaInfo,
-    settings: MuxSettings,
-    levels: tuple[float, float],
-    out: Path,
-) -> AudioPath:
-    """Write ``out``: the video copied, the mix mastered with ``levels`` (gain, headroom dB)."""
-    video_in = ffmpeg.input(str(video))
-    mixed, path = _mix(video_in, music, info, settings)
+def _check(proc: subprocess.Popen, log: Path, what: str) -> str:
+    """``proc``'s log, once it has ended; ``MuxError`` with the log's last line if it failed."""
+    code, text = proc.wait(), log.read_text(errors="replace")
+    if code != 0:
+        lines = text.strip().splitlines()
+        raise MuxError(f"ffmpeg failed {what}: {lines[-1].strip() if lines else 'no log'}")
+    return text
+
+
+def _pcm_blocks(stream: BinaryIO) -> Iterator[np.ndarray]:
+    """(frames, 2) float32 blocks of an interleaved stereo float32 stream, to its end."""
+    while data := stream.read(STREAM_BLOCK * 8):
+        yield np.frombuffer(data, dtype=np.float32).reshape(-1, 2)
+
+
+def _render_mix(
+    video: Path, music: _PlacedMusic, info: MediaInfo, settings: MuxSettings, mix: Path
+) -> tuple[float, AudioPath]:
+    """Compute the mix once and keep it as raw float32 stereo in ``mix``: the encodes read it
+    back instead of decoding and mixing again. Its integrated loudness is measured here while
+    ffmpeg computes the next samples (the meter and ffmpeg each take a core)."""
+    node, path = _mix(ffmpeg.input(str(video)), music, info, settings)
+    args = node.output("pipe:", format="f32le", ac=2, ar=settings.sample_rate).get_args()
+    meter = _Meter(settings.sample_rate)
+    log = mix.with_suffix(".log")
+    with open(mix, "wb") as out, _ffmpeg(args, log, stdout=subprocess.PIPE) as proc:
+        for block in _pcm_blocks(proc.stdout):
+            out.write(block)
+            meter.add(block.T)
+    _check(proc, log, f"mixing {video} with {music.track}")
+    return meter.lufs(), path
+
+
+def _parts(frames: int, rate: int) -> list[tuple[int, int]]:
+    """Sample ranges of the mix encoded in parallel: one per core (the AAC encoder is
+    single-threaded), none under ``MIN_PART_SECONDS``, split at AAC frame boundaries."""
+    count = max(1, min(len(os.sched_getaffinity(0)), int(frames / (MIN_PART_SECONDS * rate))))
+    inner = [round(frames * k / count / AAC_FRAME) * AAC_FRAME for k in range(1, count)]
+    return list(pairwise([0, *inner, frames]))
+
+
+def _feed(mix: Path, first: int, last: int, sink: BinaryIO) -> None:
+    """Write samples [first, last) of the raw mix to ``sink``."""
+    with open(mix, "rb") as source:
+        source.seek(first * 8)
+        left = (last - first) * 8
+        while left > 0 and (data := source.read(min(left, STREAM_BLOCK * 8))):
+            sink.write(data)
+            left -= len(data)
+
+
+def _encode_part(
+    mix: Path, part: tuple[int, int], levels: tuple[float, float], rate: int, out: Path
+) -> None:
+    """Encode mix samples ``part`` = [lo, hi), gained and limited, as ADTS AAC to ``out``.
+
+    A part after the first starts ``2 * AAC_FRAME`` early: its encoder's priming frame and
+    the frame overlapping the previous part are dropped when joining (see ``_kept``), so the
+    decoder overlaps two frames made from the same samples. The limiter is fed
+    ``PART_LEAD_S`` more on either side, so that its state, and so the shared samples, match
+    the neighbouring part's; the encoder sees past ``hi`` to choose its last frames' windows
+    as one encoder would.
+    """
+    frames, (lo, hi) = mix.stat().st_size // 8, part
+    lead = round(PART_LEAD_S * rate)
+    begin = lo - (2 * AAC_FRAME if lo else 0)
+    first, last = max(0, begin - lead), min(frames, hi + lead)
+    gain_db, ceiling_dbtp = levels
+    limit = 10.0 ** ((ceiling_dbtp - LIMITER_TRUE_PEAK_DB) / 20.0)
+    chain = f"volume={gain_db:.4f}dB,alimiter=limit={limit:.6f}:level=0:latency=1:attack=5"
+    chain += f":release=100,atrim=start_sample={begin - first}"
+    args = ["-f", "f32le", "-ar", str(rate), "-ac", "2", "-i", "pipe:", "-af", chain]
+    args += ["-c:a", "aac", "-b:a", AAC_BITRATE, "-aac_coder", "fast", "-f", "adts", "-y", str(out)]
+    log = out.with_suffix(".log")
+    # a broken pipe means ffmpeg stopped: its log says why (below)
+    with suppress(BrokenPipeError), _ffmpeg(args, log, stdin=subprocess.PIPE) as proc:
+        _feed(mix, first, last, proc.stdin)
+        proc.stdin.close()
+    _check(proc, log, "encoding the mix")
+
+
+def _adts_frames(path: Path) -> list[bytes]:
+    """The frames of an ADTS stream, split by the length each frame's header holds."""
+    data, frames, i = path.read_bytes(), [], 0
+    while i < len(data):
+        if data[i] != 0xFF or data[i + 1] & 0xF0 != 0xF0 or i + 7 > len(data):
+            raise MuxError(f"{path.name}: not an ADTS stream at byte {i}")
+        length = (data[i + 3] & 3) << 11 | data[i + 4] << 3 | data[i + 5] >> 5
+        frames.append(data[i : i + length])
+        i += length
+    return frames
+
+
+def _kept(parts: list[tuple[int, int]], files: list[Path]) -> list[list[bytes]]:
+    """Each part's AAC frames that go into the joined stream, which then decodes as if one
+    encoder had made it: a later part's first two frames (its priming, and the frame the
+    previous part ends with) are dropped, and each part but the last keeps exactly the
+    frames of its samples."""
+    kept = []
+    for (lo, hi), path in zip(parts, files, strict=True):
+        frames = _adts_frames(path)[2 if lo else 0 :]
+        if hi != parts[-1][1]:
+            if len(frames) < (hi - lo) // AAC_FRAME:
+                raise MuxError(f"{path.name}: the encoder stopped early")
+            frames = frames[: (hi - lo) // AAC_FRAME]
+        kept.append(frames)
+    return kept
+
+
+_MOMENTARY = re.compile(r"\] t: *\S+ +TARGET:\S+ LUFS +M: *(\S+)")
+
+
+def _measure_part(frames: list[bytes], path: Path) -> tuple[np.ndarray, float]:
+    """Momentary loudness (400 ms blocks every 100 ms, LUFS) and true peak (dBTP) of AAC
+    ``frames`` as decoded, by ffmpeg's ebur128; the first frame only primes the decoder."""
+    path.write_bytes(b"".join(frames))
+    chain = f"atrim=start_sample={AAC_FRAME},ebur128=peak=true:framelog=info"
+    log = path.with_suffix(".log")
+    with _ffmpeg(["-i", str(path), "-af", chain, "-f", "null", "-"], log, "info") as proc:
+        text = _check(proc, log, "measuring the encoded mix")
+    peak = _PEAK.findall(text)
+    if not peak:
+        raise MuxError("ffmpeg's ebur128 printed no loudness summary")
+    return np.array(_MOMENTARY.findall(text), dtype=float), float(peak[-1])
+
+
+def _gated_loudness(momentary: np.ndarray) -> float:
+    """BS.1770 integrated loudness from the 400 ms blocks' loudness: absolute gate at
+    -70 LUFS, relative gate 10 LU under the loudness of the blocks above it."""
+    with np.errstate(divide="ignore"):
+        energy = 10.0 ** ((momentary + 0.691) / 10.0)
+        gated = momentary >= -70.0
+        if not gated.any():
+            return -math.inf
+        gated &= momentary > -0.691 + 10.0 * math.log10(energy[gated].mean()) - 10.0
+        return -0.691 + 10.0 * math.log10(energy[gated].mean())
+
+
+def _encode(mix: Path, levels: tuple[float, float], rate: int, workdir: Path) -> list[list[bytes]]:
+    """The mastered mix as AAC frames per part (``levels``: gain dB, true-peak ceiling
+    dBTP), the parts limited and encoded in parallel (see ``_encode_part``)."""
+    parts = _parts(mix.stat().st_size // 8, rate)
+    files = [workdir / f"part{k}.aac" for k in range(len(parts))]
+    with ThreadPoolExecutor(len(parts)) as pool:
+        for job in [
+            pool.submit(_encode_part, mix, part, levels, rate, file)
+            for part, file in zip(parts, files, strict=True)
+        ]:
+            job.result()
+    return _kept(parts, files)
+
+
+def _measure_aac(kept: list[list[bytes]], workdir: Path) -> Loudness:
+    """Integrated loudness and true peak of the joined parts as a player decodes them, the
+    parts measured in parallel, each after the frame that precedes it in the joined stream
+    (the decoder overlaps it with the part's first frame, as it will in the file)."""
+    primed = [kept[0], *([*before[-1:], *frames] for before, frames in pairwise(kept))]
+    paths = [workdir / f"measure{k}.aac" for k in range(len(kept))]
+    with ThreadPoolExecutor(len(kept)) as pool:
+        measured = list(pool.map(_measure_part, primed, paths))
+    momentary = np.concatenate([blocks for blocks, _ in measured])
+    return Loudness(_gated_loudness(momentary), max(peak for _, peak in measured))
+
+
+def _join(kept: list[list[bytes]], out: Path) -> Path:
+    """Write the parts' frames as one ADTS stream."""
+    with open(out, "wb") as joined:
+        for frames in kept:
+            joined.write(b"".join(frames))
+    return out
+
+
+def _mux(video: Path, aac: Path, rate: int, out: Path) -> None:
+    """Write ``out``: the video stream copied, the AAC stream copied under it, its priming
+    frame marked (an edit list) so that players start at the mix's first sample."""
     with atomic_path(out) as tmp:
-        stream = ffmpeg.output(
-            video_in["v:0"],
-            _master(mixed, *levels, settings),
-            str(tmp),
-            vcodec="copy",
-            acodec="aac",
-            audio_bitrate="192k",
-            ar=settings.sample_rate,
-            aac_coder="fast",  # the default two-loop coder took ~3x the time on a 31 min mux
-            movflags="+faststart",
-        )
-        _run(stream, f"muxing {video} with {music.track}")
-    return path
+        args = ["-i", str(video), "-itsoffset", f"{-AAC_FRAME / rate:.9f}", "-i", str(aac)]
+        args += ["-map", "0:v:0", "-map", "1:a:0", "-c", "copy", "-movflags", "+faststart"]
+        log = aac.with_name("mux.log")
+        with _ffmpeg([*args, "-y", str(tmp)], log) as proc:
+            _check(proc, log, f"muxing {video}")
 
 
 def mux_video(
@@ -427,12 +585,13 @@ def mux_video(
 ) -> MuxReport:
     """Write ``out``: ``video``'s picture (copied) with the mastered mix under it, as AAC.
 
-    Two passes over the mix: the first measures its loudness, the second applies the gain to
-    ``target_lufs`` and the limiter while muxing. The written file is measured again and, at
-    most ``MASTER_ATTEMPTS`` times, encoded again: with the loudness the limiter took off given
-    back, and with more headroom should AAC have pushed a peak over the ceiling.
-    ``recording_s`` is the recording's length for the fit check; the track's length stands in
-    for it when not given (the track covers the recording's windows).
+    The mix is computed and measured once, then gained to ``target_lufs``, limited and
+    encoded (in parallel parts), and the encoded stream is decoded and measured; at most
+    ``MASTER_ATTEMPTS`` times it is encoded again: with the loudness the limiter took off
+    given back, and with more headroom should AAC have pushed a peak over the ceiling. Only
+    then is it muxed under the video. ``recording_s`` is the recording's length for the fit
+    check; the track's length stands in for it when not given (the track covers the
+    recording's windows).
     """
     _require("ffmpeg")
     info = probe_media(video)
@@ -441,21 +600,25 @@ def mux_video(
     track_info = sf.info(str(track))
     track_s = track_info.frames / track_info.samplerate
     cut_s = check_fit(info.duration_s, track_s if recording_s is None else recording_s, settings)
+    rate = settings.sample_rate
     with tempfile.TemporaryDirectory(prefix="bgm-mux-") as tmpdir:
-        music = _place_music(Path(track), info.duration_s, settings, Path(tmpdir))
-        mix = _loudness(_mix(ffmpeg.input(str(video)), music, info, settings)[0], False)
-        silent = mix.integrated_lufs <= SILENCE_LUFS  # nothing to bring to the target
-        gain_db = 0.0 if silent else settings.target_lufs - mix.integrated_lufs
+        work = Path(tmpdir)
+        music = _place_music(Path(track), info.duration_s, settings, work)
+        mix_lufs, path = _render_mix(Path(video), music, info, settings, work / "mix.f32")
+        silent = mix_lufs <= SILENCE_LUFS  # nothing to bring to the target
+        gain_db = 0.0 if silent else settings.target_lufs - mix_lufs
         headroom = AAC_HEADROOM_DB
         for _ in range(MASTER_ATTEMPTS):
-            path = _encode(video, music, info, settings, (gain_db, headroom), Path(out))
-            final = measure_loudness(Path(out))
+            levels = (gain_db, settings.true_peak_dbtp - headroom)
+            kept = _encode(work / "mix.f32", levels, rate, work)
+            final = _measure_aac(kept, work)
             over = final.true_peak_dbtp - (settings.true_peak_dbtp - METER_MARGIN_DB)
             short = 0.0 if silent else settings.target_lufs - final.integrated_lufs
             if over <= 0 and abs(short) <= LOUDNESS_TOLERANCE_LU:
                 break
             headroom += max(0.0, over + 0.5)  # AAC overshot the ceiling: aim lower
             gain_db += short  # what the limiter took off the loudness, given back
+        _mux(Path(video), _join(kept, work / "mix.aac"), rate, Path(out))
     return MuxReport(
         out=Path(out),
         audio_path=path,
@@ -466,8 +629,8 @@ def mux_video(
         video_offset_s=settings.video_offset_seconds,
         frame_rate=info.frame_rate,
         cut_s=cut_s,
-        sample_rate=settings.sample_rate,
-        mix_lufs=mix.integrated_lufs,
+        sample_rate=rate,
+        mix_lufs=mix_lufs,
         gain_db=gain_db,
         loudness_lufs=final.integrated_lufs,
         true_peak_dbtp=final.true_peak_dbtp,

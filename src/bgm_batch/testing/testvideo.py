@@ -271,3 +271,47 @@ def ensure_sample_video(path: Path, capture_dir: Path | None = None) -> Path:
     snapshots = [snapshot_to_record(s) for s in frame["snapshot"].to_list()]
     duration = frame["end_s"].max()
     return make_test_video(path, duration, timeline=scene_timeline(snapshots))
+
+
+# --- a stitched-track stand-in ---------------------------------------------------------------
+
+_TRACK_BLOCK_S = 10.0  # one window: a chord and a level each, as the render makes them
+
+
+def _track_block(rng: np.random.Generator, n: int, rate: int, level: float) -> np.ndarray:
+    """Ten seconds of music-like sound, (2, n): a chord of harmonic-rich tones swelling and
+    fading, a kick on the beat and hi-hat ticks, at ``level`` (the phrase's loudness)."""
+    t = np.arange(n, dtype=np.float32) / rate
+    root = 55.0 * 2 ** (rng.integers(0, 24) / 12)
+    chord = np.zeros(n, dtype=np.float32)
+    for interval in (0, 4, 7, 12):
+        hz = root * 2 ** (interval / 12)
+        for harmonic in (1, 2, 3):
+            chord += np.sin(2 * np.pi * hz * harmonic * t + rng.uniform(0, 2 * np.pi)) / harmonic
+    chord *= 0.12 * (0.6 + 0.4 * np.sin(np.pi * t / _TRACK_BLOCK_S))
+    beat = round(rate * 60 / rng.choice([90, 110, 128]))
+    kicks = np.arange(0, n, beat)
+    kick = np.sin(2 * np.pi * 60 * t[: rate // 4]) * np.exp(-t[: rate // 4] / 0.05)
+    ticks = np.arange(beat // 2, n, beat)
+    hat = _click(rng, 0.03, 0.005, rate)
+    drums = _bursts(kicks, np.full(kicks.size, 0.4, np.float32), kick.astype(np.float32), n)
+    drums += _bursts(ticks, np.full(ticks.size, 0.15, np.float32), hat, n)
+    pan = rng.uniform(0.7, 1.0)
+    return level * np.stack([chord + drums, pan * chord + drums])
+
+
+def make_test_track(path: Path, duration_s: float, *, rate: int = 48000, seed: int = 0) -> Path:
+    """Write a stitched-track stand-in: 24-bit stereo FLAC at ``rate``, ten-second blocks of
+    chords and drums whose level changes every block (quiet exploring, loud fights), about
+    -18 LUFS with peaks under -1 dBFS, near what the stitch makes of ``track.flac``. Written block by block (an hour never sits in memory);
+    the file appears atomically at ``path``."""
+    rng = np.random.default_rng(seed)
+    total = round(duration_s * rate)
+    block = round(_TRACK_BLOCK_S * rate)
+    with atomic_path(Path(path)) as tmp:
+        with sf.SoundFile(tmp, "w", rate, 2, subtype="PCM_24", format="FLAC") as out:
+            for start in range(0, total, block):
+                level = 10 ** (rng.uniform(-12.0, 0.0) / 20)
+                audio = _track_block(rng, min(block, total - start), rate, level)
+                out.write(np.clip(audio, -0.89, 0.89).T)
+    return Path(path)
