@@ -36,6 +36,7 @@ from bgm_batch.testing.testvideo import make_test_track, make_test_video
 # phase label -> the mux module's function whose calls it times
 PHASES = {
     "mix + measure": "_render_mix",
+    "gain (limit + measure, no AAC)": "_limited_loudness",
     "limit + encode": "_encode",
     "verify (decode, measure)": "_measure_aac",
     "mux (copy)": "_mux",
@@ -56,9 +57,10 @@ def ensure_inputs(scratch: Path, seconds: float) -> tuple[Path, Path]:
 
 
 @contextmanager
-def timed_phases() -> Iterator[dict[str, float]]:
-    """Wrap the mux's phase functions: wall seconds per phase, outermost call only."""
+def timed_phases() -> Iterator[tuple[dict[str, float], dict[str, int]]]:
+    """Wrap the mux's phase functions: wall seconds and calls per phase, outermost call only."""
     totals: dict[str, float] = defaultdict(float)
+    calls: dict[str, int] = defaultdict(int)
     active: list[str] = []
     originals = {label: getattr(mux, name) for label, name in PHASES.items()}
 
@@ -72,6 +74,7 @@ def timed_phases() -> Iterator[dict[str, float]]:
                 return function(*args, **kwargs)
             finally:
                 totals[label] += time.perf_counter() - start
+                calls[label] += 1
                 active.pop()
 
         return timed
@@ -79,7 +82,7 @@ def timed_phases() -> Iterator[dict[str, float]]:
     for label, function in originals.items():
         setattr(mux, PHASES[label], wrap(label, function))
     try:
-        yield totals
+        yield totals, calls
     finally:
         for label, function in originals.items():
             setattr(mux, PHASES[label], function)
@@ -111,7 +114,7 @@ def main() -> None:
     video, track = ensure_inputs(args.scratch, args.seconds)
     out = args.scratch / "scored.mp4"
     cpu, start = _cpu_s(), time.perf_counter()
-    with timed_phases() as phases:
+    with timed_phases() as (phases, calls):
         report = mux.mux_video(video, track, out, MuxSettings())
     total, cpu = time.perf_counter() - start, _cpu_s() - cpu
     lufs, peak = ebur128(out)
@@ -119,12 +122,12 @@ def main() -> None:
         out.unlink()
     load = os.getloadavg()[0]
     print(f"\nmux_video, {args.seconds:g} s video, default settings, load {load:.1f}\n")
-    print("| phase | wall s |\n| --- | ---: |")
+    print("| phase | runs | wall s |\n| --- | ---: | ---: |")
     for label in PHASES:
-        print(f"| {label} | {phases.get(label, 0.0):.1f} |")
-    print(f"| other (probe, placing the track) | {total - sum(phases.values()):.1f} |")
-    print(f"| **total** | **{total:.1f}** |")
-    print(f"| CPU s (all processes) | {cpu:.1f} |")
+        print(f"| {label} | {calls.get(label, 0)} | {phases.get(label, 0.0):.1f} |")
+    print(f"| other (probe, placing the track) | | {total - sum(phases.values()):.1f} |")
+    print(f"| **total** | | **{total:.1f}** |")
+    print(f"| CPU s (all processes) | | {cpu:.1f} |")
     print(
         f"\nmux report: {report.loudness_lufs:.2f} LUFS, {report.true_peak_dbtp:.2f} dBTP, "
         f"gain {report.gain_db:+.1f} dB; ffmpeg ebur128 of the file: {lufs:.1f} LUFS, "
