@@ -750,8 +750,10 @@ def _ignore_further_interrupts() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: an error the user can fix is one line, a traceback needs --debug."""
     from bgm_batch.errors import user_error_lines
+    from bgm_batch.memory import return_freed_memory
 
     args = build_parser().parse_args(argv)
+    return_freed_memory()
     args.command_line = ["bgm-batch", *(sys.argv[1:] if argv is None else argv)]  # manifest
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
     try:

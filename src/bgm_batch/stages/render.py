@@ -79,6 +79,7 @@ from bgm_batch.audio.protocol import (
     SegmentRequest,
     StateContinued,
 )
+from bgm_batch.memory import return_freed_memory
 from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
 from bgm_batch.stages.stitch import to_pcm24
@@ -515,6 +516,7 @@ def _start_worker(name: str, settings: AudioSettings, identity: dict[str, str]) 
     """In a worker: die with the parent, build the backend, check it is the parent's."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    return_freed_memory()
     backend = AUDIO_BACKENDS.create(name, settings)
     if backend.identity() != identity:
         raise RuntimeError(f"worker backend {backend.identity()} differs from {identity}")

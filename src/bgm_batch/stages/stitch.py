@@ -34,6 +34,7 @@ pass 1. A ratio near 1 means a seam moves the sound no more than the music moves
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 from collections import deque
@@ -288,6 +289,7 @@ def _frames(segment: StitchInput, rate: int) -> int:
     return round(info.frames * rate / info.samplerate)
 
 
+@functools.cache
 def _oversampling_filter() -> np.ndarray:
     """Interpolation FIR for 4x oversampling (passband to 20 kHz at 48 kHz, unity gain)."""
     from scipy.signal import firwin
