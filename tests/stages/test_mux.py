@@ -25,7 +25,7 @@ from bgm_batch.stages.mux import (
     mux_video,
     probe_media,
 )
-from bgm_batch.testing.testvideo import make_test_video
+from bgm_batch.testing.testvideo import make_test_track, make_test_video
 
 VIDEO_S = 6.0
 LOUD_UNTIL_S = 3.0  # the game audio is a loud 3 kHz tone until here, then silence
@@ -300,6 +300,54 @@ def test_mux_music_only_is_the_fitted_track(
     assert np.max(np.abs(audio - expected)) < 0.02  # AAC error only: no gap or click at joins
     assert _rms(audio, 14.2, 14.8) > 0.5 * _rms(audio, 1.0, 2.0)  # music to the end...
     assert _rms(audio, LONG_VIDEO_S - 0.05, LONG_VIDEO_S) < 0.02  # ...fading with the picture
+
+
+def test_parts_encoded_in_parallel_join_without_a_seam(
+    silent_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # an hour is encoded in parts, one per core; here 16 s in four, against one encoder
+    track = _track(tmp_path / "track.flac", LONG_VIDEO_S)
+    whole = mux_video(silent_video, track, tmp_path / "whole.mp4", MuxSettings())
+    monkeypatch.setattr(mux, "MIN_PART_SECONDS", 3.0)
+    monkeypatch.setattr(mux.os, "sched_getaffinity", lambda _pid: set(range(4)))
+    parts = mux._parts(round(LONG_VIDEO_S * SR), SR)
+    assert len(parts) == 4 and all(lo % mux.AAC_FRAME == 0 for lo, _ in parts)
+    split = mux_video(silent_video, track, tmp_path / "split.mp4", MuxSettings())
+    one, many = _decode(tmp_path / "whole.mp4"), _decode(tmp_path / "split.mp4")
+    assert one.shape == many.shape and split.audio_duration_s == whole.audio_duration_s
+    music, _ = sf.read(str(track), dtype="float32")
+    expected = music[:, 0] * _gain(split, MuxSettings())
+    for lo, _ in parts[1:]:  # around each join, no more error than one encoder makes there
+        join = slice(lo - 2 * mux.AAC_FRAME, lo + mux.AAC_FRAME)
+        error, reference = many[join] - expected[join], one[join] - expected[join]
+        assert np.sqrt(np.mean(error**2)) < 2 * np.sqrt(np.mean(reference**2)) + 1e-4
+        assert np.max(np.abs(error)) < 0.02
+    assert split.loudness_lufs == pytest.approx(whole.loudness_lufs, abs=0.05)
+    assert split.true_peak_dbtp == pytest.approx(whole.true_peak_dbtp, abs=0.2)
+
+
+def test_a_heavily_limited_mix_masters_in_one_encode(
+    gameplay_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # drums and fights: the limiter takes loudness off, found on limiter-only passes
+    encodes = []
+    encode = mux._encode
+    monkeypatch.setattr(mux, "_encode", lambda *args: encodes.append(args[1]) or encode(*args))
+    track = make_test_track(tmp_path / "track.flac", 14.0)
+    report = mux_video(gameplay_video, track, tmp_path / "scored.mp4", MuxSettings())
+    plain_gain = -14.0 - report.mix_lufs  # what the target alone asks
+    assert len(encodes) == 1 and report.gain_db > plain_gain + 0.3  # the limiter's share back
+    written = mux.measure_loudness(tmp_path / "scored.mp4")  # ffmpeg's ebur128, whole file
+    assert written.integrated_lufs == pytest.approx(report.loudness_lufs, abs=0.1)
+    assert written.true_peak_dbtp == pytest.approx(report.true_peak_dbtp, abs=0.1)
+    assert written.true_peak_dbtp <= -1.0
+    assert written.integrated_lufs == pytest.approx(-14.0, abs=mux.LOUDNESS_TOLERANCE_LU)
+
+
+def test_a_broken_aac_stream_is_a_mux_error(tmp_path: Path) -> None:
+    (tmp_path / "part0.aac").write_bytes(b"\xff\xf1" + b"no frame here" * 10)
+    with pytest.raises(mux.MuxError, match="part0.aac: not an ADTS stream at byte"):
+        mux._adts_frames(tmp_path / "part0.aac")
 
 
 @pytest.mark.parametrize("offset_s", [2.5, -3.0])

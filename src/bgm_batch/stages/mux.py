@@ -45,6 +45,7 @@ METER_MARGIN_DB = 0.1  # ebur128 prints one decimal: -1.0 may be -0.95, so aim b
 LOUDNESS_TOLERANCE_LU = 0.75  # further from the target than this: the next encode corrects it
 AAC_FRAME = 1024  # samples per AAC frame; ffmpeg's encoder primes each stream with one
 AAC_BITRATE = "192k"
+OVERLAP_FRAMES = 8  # a later part's encoder starts this many frames early (see _limit_part)
 # fast coder: the default two-loop one took ~3x the time. Intensity stereo (a low-bitrate
 # tool) off: with it AAC pushed a limited hit 4.2 dB over its input's peak, without it 0.8 dB,
 # and the coding error was 6 dB lower (measured on bench/mux.py's track and game audio)
@@ -460,16 +461,17 @@ def _limit_part(
     """Run ffmpeg on mix samples ``part`` = [lo, hi), gained and limited (``levels``: gain dB,
     true-peak ceiling dBTP), then ``then`` (filters to append, output arguments); its log.
 
-    A part after the first starts ``2 * AAC_FRAME`` early: its encoder's priming frame and
-    the frame overlapping the previous part are dropped when joining (see ``_kept``), so the
-    decoder overlaps two frames made from the same samples. The limiter is fed
+    A part after the first starts ``OVERLAP_FRAMES`` AAC frames early; those frames (its
+    encoder's priming, the short windows it may pick for the sudden start, and the frames
+    the previous part covers) are dropped when joining (see ``_kept``), so the decoder
+    overlaps two frames made from the same samples with matching windows. The limiter is fed
     ``PART_LEAD_S`` more on either side, so that its state, and so the shared samples, match
     the neighbouring part's; the encoder sees past ``hi`` to choose its last frames' windows
     as one encoder would.
     """
     frames, (lo, hi) = mix.stat().st_size // 8, part
     lead = round(PART_LEAD_S * rate)
-    begin = lo - (2 * AAC_FRAME if lo else 0)
+    begin = lo - (OVERLAP_FRAMES * AAC_FRAME if lo else 0)
     first, last = max(0, begin - lead), min(frames, hi + lead)
     gain_db, ceiling_dbtp = levels
     limit = 10.0 ** ((ceiling_dbtp - LIMITER_TRUE_PEAK_DB) / 20.0)
@@ -530,9 +532,10 @@ def _adts_frames(path: Path) -> list[bytes]:
     """The frames of an ADTS stream, split by the length each frame's header holds."""
     data, frames, i = path.read_bytes(), [], 0
     while i < len(data):
-        if data[i] != 0xFF or data[i + 1] & 0xF0 != 0xF0 or i + 7 > len(data):
+        header = data[i : i + 7]
+        length = (header[3] & 3) << 11 | header[4] << 3 | header[5] >> 5 if len(header) == 7 else 0
+        if not 7 <= length <= len(data) - i or header[0] != 0xFF or header[1] & 0xF0 != 0xF0:
             raise MuxError(f"{path.name}: not an ADTS stream at byte {i}")
-        length = (data[i + 3] & 3) << 11 | data[i + 4] << 3 | data[i + 5] >> 5
         frames.append(data[i : i + length])
         i += length
     return frames
@@ -540,12 +543,12 @@ def _adts_frames(path: Path) -> list[bytes]:
 
 def _kept(parts: list[tuple[int, int]], files: list[Path]) -> list[list[bytes]]:
     """Each part's AAC frames that go into the joined stream, which then decodes as if one
-    encoder had made it: a later part's first two frames (its priming, and the frame the
-    previous part ends with) are dropped, and each part but the last keeps exactly the
-    frames of its samples."""
+    encoder had made it: a later part's first ``OVERLAP_FRAMES`` frames (see
+    ``_limit_part``) are dropped, and each part but the last keeps exactly the frames of its
+    samples."""
     kept = []
     for (lo, hi), path in zip(parts, files, strict=True):
-        frames = _adts_frames(path)[2 if lo else 0 :]
+        frames = _adts_frames(path)[OVERLAP_FRAMES if lo else 0 :]
         if hi != parts[-1][1]:
             if len(frames) < (hi - lo) // AAC_FRAME:
                 raise MuxError(f"{path.name}: the encoder stopped early")
