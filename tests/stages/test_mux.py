@@ -322,7 +322,7 @@ def test_parts_encoded_in_parallel_join_without_a_seam(
         error, reference = many[join] - expected[join], one[join] - expected[join]
         assert np.sqrt(np.mean(error**2)) < 2 * np.sqrt(np.mean(reference**2)) + 1e-4
         assert np.max(np.abs(error)) < 0.02
-    assert split.loudness_lufs == pytest.approx(whole.loudness_lufs, abs=0.05)
+    assert split.loudness_lufs == pytest.approx(whole.loudness_lufs, abs=0.1)
     assert split.true_peak_dbtp == pytest.approx(whole.true_peak_dbtp, abs=0.2)
 
 

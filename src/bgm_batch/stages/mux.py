@@ -560,18 +560,20 @@ def _kept(parts: list[tuple[int, int]], files: list[Path]) -> list[list[bytes]]:
 _MOMENTARY = re.compile(r"\] t: *\S+ +TARGET:\S+ LUFS +M: *(\S+)")
 
 
-def _measure_part(frames: list[bytes], path: Path) -> tuple[np.ndarray, float]:
-    """Momentary loudness (400 ms blocks every 100 ms, LUFS) and true peak (dBTP) of AAC
-    ``frames`` as decoded, by ffmpeg's ebur128; the first frame only primes the decoder."""
+def _measure_part(frames: list[bytes], path: Path) -> tuple[np.ndarray, Loudness]:
+    """Momentary loudness (400 ms blocks every 100 ms, LUFS), and integrated loudness and
+    true peak, of AAC ``frames`` as decoded, by ffmpeg's ebur128; the first frame only
+    primes the decoder."""
     path.write_bytes(b"".join(frames))
     chain = f"atrim=start_sample={AAC_FRAME},ebur128=peak=true:framelog=info"
     log = path.with_suffix(".log")
     with _ffmpeg(["-i", str(path), "-af", chain, "-f", "null", "-"], log, "info") as proc:
         text = _check(proc, log, "measuring the encoded mix")
-    peak = _PEAK.findall(text)
-    if not peak:
+    integrated, peak = _INTEGRATED.findall(text), _PEAK.findall(text)
+    if not integrated or not peak:
         raise MuxError("ffmpeg's ebur128 printed no loudness summary")
-    return np.array(_MOMENTARY.findall(text), dtype=float), float(peak[-1])
+    momentary = np.array(_MOMENTARY.findall(text), dtype=float)
+    return momentary, Loudness(float(integrated[-1]), float(peak[-1]))
 
 
 def _gated_loudness(momentary: np.ndarray) -> float:
@@ -603,13 +605,18 @@ def _encode(mix: Path, levels: tuple[float, float], rate: int, workdir: Path) ->
 def _measure_aac(kept: list[list[bytes]], workdir: Path) -> Loudness:
     """Integrated loudness and true peak of the joined parts as a player decodes them, the
     parts measured in parallel, each after the frame that precedes it in the joined stream
-    (the decoder overlaps it with the part's first frame, as it will in the file)."""
+    (the decoder overlaps it with the part's first frame, as it will in the file). One part
+    is the whole file: ebur128's own figures, exactly what a check of the file reads; several
+    are gated together from their 400 ms blocks."""
     primed = [kept[0], *([*before[-1:], *frames] for before, frames in pairwise(kept))]
     paths = [workdir / f"measure{k}.aac" for k in range(len(kept))]
     with ThreadPoolExecutor(len(kept)) as pool:
         measured = list(pool.map(_measure_part, primed, paths))
+    if len(measured) == 1:
+        return measured[0][1]
     momentary = np.concatenate([blocks for blocks, _ in measured])
-    return Loudness(_gated_loudness(momentary), max(peak for _, peak in measured))
+    peak = max(part.true_peak_dbtp for _, part in measured)
+    return Loudness(_gated_loudness(momentary), peak)
 
 
 def _join(kept: list[list[bytes]], out: Path) -> Path:
