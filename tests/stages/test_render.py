@@ -120,7 +120,9 @@ def test_step_k_batches_carry_the_anchor(tmp_path):
         "sample_rate",
         "reused",
         "stems",
+        "loudness_hops",
     ]
+    assert segments["loudness_hops"].list.len().to_list()[:2] == [20, 20]  # 2 s windows
     assert segments["stems"].is_null().all()  # not asked for
     assert segments["duration_s"].to_list()[:2] == pytest.approx([2.5, 3.5])
     assert all(Path(p).is_file() for p in segments["midi_path"])

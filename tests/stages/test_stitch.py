@@ -246,3 +246,20 @@ def test_stems_are_stitched_like_the_track_and_sum_to_it(tmp_path):
     assert np.array_equal(
         sf.read(plain.path, dtype="int32")[0], sf.read(result.path, dtype="int32")[0]
     )
+
+
+def test_loudness_from_the_segments_own_hops_matches_a_measuring_pass():
+    """Segments of different levels with crossfades: the gain from each segment's
+    ``hop_energies`` (what the render stage keeps) is within 0.05 dB of the gain a measuring
+    pass over the assembled track finds, and the written track lands on the target."""
+    window = round(SETTINGS.segment_seconds * RATE)  # crossfades a tenth of it, as 1 s of 10
+    audio = [noise(2.2, i, level=(0.1, 0.2, 0.07, 0.14, 0.1)[i]) for i in range(5)]
+    measured = [StitchInput(a, 2.0 * i, 0.2, RATE) for i, a in enumerate(audio)]
+    told = [
+        StitchInput(a, 2.0 * i, 0.2, RATE, loudness_hops=stitch.hop_energies(a[:, :window], RATE))
+        for i, a in enumerate(audio)
+    ]
+    first, _ = stitch_track(measured, SETTINGS)
+    second, written = stitch_track(told, SETTINGS)
+    assert second.gain_db == pytest.approx(first.gain_db, abs=0.05)
+    assert integrated_loudness(written, RATE) == pytest.approx(SETTINGS.target_lufs, abs=0.1)

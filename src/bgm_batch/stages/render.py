@@ -82,7 +82,7 @@ from bgm_batch.audio.protocol import (
 from bgm_batch.memory import return_freed_memory
 from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
-from bgm_batch.stages.stitch import to_pcm24
+from bgm_batch.stages.stitch import hop_energies, to_pcm24
 from bgm_batch.stages.transitions import ANCHORED
 
 AUDIO_SUFFIX = ".flac"
@@ -90,14 +90,17 @@ STEMS_SCHEMA = pl.Struct({role: pl.String for role in STEM_ROLES})  # role -> wo
 PROCESS_BACKENDS = {"synth"}  # registry backends that may run once per worker process
 PROCESS_MIN_SEGMENTS = 32
 GROUPS_PER_WORKER = 4  # run groups per worker: progress steps and load balance
+JOBS_PER_GROUP = 8  # planned segments handed out at a time: the cores finish together
 
 
 @dataclass
 class RenderResult:
     """``segments``: recording, index, audio_path, midi_path (null without MIDI), duration_s,
-    sample_rate, reused, stems (role -> work file, null without ``settings.stems``); one row
-    per rendered window. ``failures``: recording, index, reason
-    for the rows to quarantine. ``rendered`` and ``reused`` count segments."""
+    sample_rate, reused, stems (role -> work file, null without ``settings.stems``),
+    loudness_hops (``stitch.hop_energies`` of the segment up to the next one's start, null
+    in work files from before it was kept); one row per rendered window. ``failures``:
+    recording, index, reason for the rows to quarantine. ``rendered`` and ``reused`` count
+    segments."""
 
     segments: pl.DataFrame
     failures: pl.DataFrame
@@ -251,6 +254,7 @@ class _Store:
             "audio_path": str(row.stem.with_suffix(AUDIO_SUFFIX)),
             "midi_path": str(row.stem.with_suffix(".mid")) if segment.midi else None,
             "stems": None,
+            "loudness_hops": _loudness_hops(row, pcm, segment.sample_rate),
         }
         files = [(row.stem.with_suffix(AUDIO_SUFFIX), pcm)]
         if segment.stems is not None:
@@ -356,7 +360,8 @@ def render_segments(
         if isinstance(backend, StateContinued) and workers > 1:
             outcome, jobs = _plan(runs, backend, identity, settings)
             bar.update(outcome.reused + len(outcome.failures))
-            groups, work = _contiguous(jobs, GROUPS_PER_WORKER * workers), _render_jobs
+            count = max(GROUPS_PER_WORKER * workers, len(jobs) // JOBS_PER_GROUP)
+            groups, work = _contiguous(jobs, count), _render_jobs
         else:
             outcome, groups, work = _Outcome([], []), _run_groups(runs, workers), _render_run_group
         if workers > 1:
@@ -597,6 +602,13 @@ def _render_chunk(
         outcome.rendered += 1
 
 
+def _loudness_hops(row: _Row, pcm: np.ndarray, rate: int) -> list[float]:
+    """K-weighted energy per 100 ms of the segment's own stretch (to where the next segment
+    starts), as the stitch will read the samples: its loudness pass, done here in parallel."""
+    own = pcm[:, : round(row.hop_s * rate)].astype(np.float32) * np.float32(2**-31)
+    return hop_energies(own, rate).tolist()
+
+
 def _failure(row: _Row, error: Exception) -> dict[str, Any]:
     return {
         "recording": row.recording,
@@ -648,6 +660,7 @@ def _segments_frame(done: list[dict]) -> pl.DataFrame:
         "sample_rate": pl.Int64,
         "reused": pl.Boolean,
         "stems": STEMS_SCHEMA,
+        "loudness_hops": pl.List(pl.Float64),
     }
     rows = [
         {
@@ -659,6 +672,7 @@ def _segments_frame(done: list[dict]) -> pl.DataFrame:
             "sample_rate": m["sample_rate"],
             "reused": m["reused"],
             "stems": m.get("stems"),
+            "loudness_hops": m.get("loudness_hops"),
         }
         for m in done
     ]

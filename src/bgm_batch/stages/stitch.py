@@ -11,25 +11,30 @@ neighbour overlapping it fades in and out over its own tail.
 
 Memory does not depend on the recording's length: the track is never held whole. Samples
 before the next segment's start are final once a segment is placed, so the assembler hands
-them on block by block and holds at most two segments. Two streaming passes:
+them on block by block and holds at most two segments. One streaming pass, or two:
 
-1. assemble and measure: BS.1770-4 integrated loudness from K-weighted energies per 100 ms
-   hop (the filters carry their state from block to block, so the result equals a
-   whole-track measurement), and the seam metric (below);
-2. assemble again, apply the gain to ``target_lufs``, a look-ahead limiter that holds the
-   peaks just under ``true_peak_dbtp`` and encode 24-bit FLAC on a second thread, which also
-   meters the loudness the written track really has. The limiter sees ``LIMITER_CONTEXT``
-   blocks of the stream on either side of each chunk it commits (its look-ahead, about
-   0.5 s at 48 kHz); each chunk's true peak (4x oversampled, BS.1770 annex 2) is checked and
-   a chunk still above the ceiling is limited again under a lower one.
+1. the loudness: BS.1770-4 integrated loudness from K-weighted energies per 100 ms hop.
+   The render stage measures each segment's own stretch as it writes it (``hop_energies``,
+   on the render processes) and hands them on as ``StitchInput.loudness_hops``; a crossfade
+   then counts as its incoming segment (the equal-power fade keeps the level), within a few
+   hundredths of a LU of measuring the assembled track. Without them for every segment, a
+   first pass assembles the track and measures it (the filters carry their state from block
+   to block, so the result equals a whole-track measurement);
+2. assemble, measure the seams (below), apply the gain to ``target_lufs``, a look-ahead
+   limiter that holds the peaks just under ``true_peak_dbtp`` and encode 24-bit FLAC on a
+   second thread, which also meters the loudness the written track really has (what
+   ``StitchResult`` reports). The limiter sees ``LIMITER_CONTEXT`` blocks of the stream on
+   either side of each chunk it commits (its look-ahead, about 0.5 s at 48 kHz); each
+   chunk's true peak (4x oversampled, BS.1770 annex 2) is checked and a chunk still above
+   the ceiling is limited again under a lower one.
 
-Segment files are decoded twice (once per pass) rather than spilling the unnormalised track
-to disk: an hour of float audio is 1.4 GB, its segments' FLAC work files about half of it.
+The track is never spilled to disk unnormalised: an hour of float audio is 1.4 GB, its
+segments' FLAC work files about half of it.
 
 Seam metric: around each seam, the largest frame-to-frame jump of short-term RMS (dB) and
 of spectral flux, each divided by the median of the same statistic over windows of equal
-length inside the segments. Both statistics ignore a constant gain, so they are measured in
-pass 1. A ratio near 1 means a seam moves the sound no more than the music moves itself.
+length inside the segments, measured on the track before its gain and limiter. A ratio
+near 1 means a seam moves the sound no more than the music moves itself.
 """
 
 from __future__ import annotations
@@ -79,6 +84,9 @@ class StitchInput:
     # the same audio split by instrument role (arrays or files like ``audio``; they sum to
     # it); a role missing here is silent in this segment
     stems: Mapping[str, np.ndarray | Path | str] = field(default_factory=dict)
+    # ``hop_energies`` of the segment's own stretch (to where the next one starts), measured
+    # when it was rendered: with them for every segment the loudness needs no decoding pass
+    loudness_hops: np.ndarray | None = None
 
 
 @dataclass
@@ -102,12 +110,14 @@ def stitch_inputs(frame: pl.DataFrame, stems: bool = False) -> list[StitchInput]
     """Inputs from a frame with ``audio_path``, ``start_s`` and ``crossfade_s`` (the planned
     frame joined with ``RenderResult.segments``), with each segment's ``stems`` if asked."""
     columns = ["audio_path", "start_s", "crossfade_s", *(["stems"] if stems else [])]
+    columns += [c for c in ("loudness_hops",) if c in frame.columns]
     return [
         StitchInput(
             Path(r["audio_path"]),
             float(r["start_s"]),
             float(r["crossfade_s"]),
             stems={role: Path(p) for role, p in (r.get("stems") or {}).items() if p is not None},
+            loudness_hops=None if r.get("loudness_hops") is None else np.array(r["loudness_hops"]),
         )
         for r in frame.select(columns).iter_rows(named=True)
     ]
@@ -352,17 +362,18 @@ def k_weighting(rate: int) -> list:
 
 
 class _Meter:
-    """BS.1770-4 integrated loudness of a stream: K-weighted energy per 100 ms hop and
-    channel, the filters' state carried from block to block. Filtering runs in float32
-    (a third of the cost of float64; a test checks agreement with pyloudnorm's meter)."""
+    """BS.1770-4 integrated loudness of a stream: K-weighted energy per 100 ms hop, summed
+    over the channels (all BS.1770's gating needs for stereo), the filters' state carried
+    from block to block. Filtering runs in float32 (a third of the cost of float64; a test
+    checks agreement with pyloudnorm's meter)."""
 
     def __init__(self, rate: int, channels: int = 2):
         stages = k_weighting(rate)
         self._sos = np.array([np.concatenate([s.b, s.a]) for s in stages], dtype=np.float32)
-        self._gain = np.float32(np.prod([s.passband_gain for s in stages]))
+        self._gain = float(np.prod([s.passband_gain for s in stages])) ** 2
         self._state = np.zeros((len(stages), channels, 2), dtype=np.float32)
-        self._carry = np.zeros((channels, 0), dtype=np.float32)  # energies of an unfinished hop
-        self._hops: list[np.ndarray] = [np.zeros((channels, 0))]
+        self._carry = np.zeros(0, dtype=np.float32)  # energies of an unfinished hop
+        self._hops: list[np.ndarray] = []
         self.hop = round(LOUDNESS_HOP_S * rate)
 
     def add(self, block: np.ndarray) -> None:
@@ -372,29 +383,47 @@ class _Meter:
         weighted, self._state = sosfilt(
             self._sos, np.asarray(block, dtype=np.float32), axis=1, zi=self._state
         )
-        energy = np.concatenate([self._carry, np.square(self._gain * weighted)], axis=1)
-        whole = energy.shape[1] // self.hop * self.hop
-        self._hops.append(
-            energy[:, :whole].reshape(len(energy), -1, self.hop).sum(axis=2, dtype=np.float64)
-        )
-        self._carry = energy[:, whole:]
+        energy = np.einsum("cn,cn->n", weighted, weighted)
+        if self._carry.size:
+            energy = np.concatenate([self._carry, energy])
+        whole = energy.shape[0] // self.hop * self.hop
+        self._hops.append(energy[:whole].reshape(-1, self.hop).sum(axis=1, dtype=np.float64))
+        self._carry = energy[whole:]
+
+    def hops(self) -> np.ndarray:
+        """K-weighted energy per complete hop so far (float64)."""
+        return self._gain * np.concatenate([np.zeros(0), *self._hops])
 
     def lufs(self) -> float:
-        """Integrated loudness: 400 ms blocks every 100 ms, gated at -70 LUFS and -10 LU."""
-        hops = np.concatenate(self._hops, axis=1)
-        per_block = round(LOUDNESS_BLOCK_S / LOUDNESS_HOP_S)
-        if hops.shape[1] < per_block:
+        """Integrated loudness of what was added."""
+        return gated_loudness(self.hops(), self.hop)
+
+
+def gated_loudness(hops: np.ndarray, hop: int) -> float:
+    """BS.1770-4 integrated loudness from K-weighted energies per ``hop`` samples, summed
+    over the channels: 400 ms blocks every 100 ms, gated at -70 LUFS and -10 LU."""
+    per_block = round(LOUDNESS_BLOCK_S / LOUDNESS_HOP_S)
+    if hops.shape[0] < per_block:
+        return float("-inf")
+    z = np.lib.stride_tricks.sliding_window_view(hops, per_block).sum(axis=1) / (per_block * hop)
+    with np.errstate(divide="ignore"):
+        block_loudness = -0.691 + 10 * np.log10(z)
+        gated = block_loudness >= -70.0
+        if not gated.any():
             return float("-inf")
-        window = np.lib.stride_tricks.sliding_window_view(hops, per_block, axis=1)
-        z = window.sum(axis=2) / (per_block * self.hop)  # mean square per channel and block
-        with np.errstate(divide="ignore"):
-            block_loudness = -0.691 + 10 * np.log10(z.sum(axis=0))
-            gated = block_loudness >= -70.0
-            if not gated.any():
-                return float("-inf")
-            relative = -0.691 + 10 * np.log10(z[:, gated].mean(axis=1).sum()) - 10.0
-            gated &= block_loudness > relative
-            return float(-0.691 + 10 * np.log10(z[:, gated].mean(axis=1).sum()))
+        relative = -0.691 + 10 * np.log10(z[gated].mean()) - 10.0
+        gated &= block_loudness > relative
+        return float(-0.691 + 10 * np.log10(z[gated].mean()))
+
+
+def hop_energies(audio: np.ndarray, rate: int) -> np.ndarray:
+    """K-weighted energy per 100 ms hop of (channels, n) audio, summed over the channels,
+    filters starting from rest; a partial last hop is dropped. What the render stage keeps
+    for each segment's own window, so that ``stitch_track`` need not decode every segment
+    once more only to measure the track's loudness."""
+    meter = _Meter(rate, np.atleast_2d(audio).shape[0])
+    meter.add(np.atleast_2d(audio))
+    return meter.hops()
 
 
 def integrated_loudness(audio: np.ndarray, rate: int) -> float:
@@ -654,11 +683,8 @@ def stitch_track(
     if starts[0] < 0:
         raise ValueError("a segment starts before the track")
     nominal = round(settings.segment_seconds * rate)
-    meter, seams = _Meter(rate), _SeamMeter(rate)
-    for block in _assembled(ordered, starts, rate, nominal, seams.watch):
-        meter.add(block)
-        seams.add(block)
-    loudness = meter.lufs()
+    loudness = _loudness(ordered, starts, rate, nominal)
+    seams = _SeamMeter(rate)
     gain_db = settings.target_lufs - loudness if np.isfinite(loudness) else 0.0
     roles = [r for r in STEM_ROLES if any(r in s.stems for s in ordered)] if stems_dir else []
     limiter = _StreamLimiter(
@@ -672,7 +698,8 @@ def stitch_track(
         _Writer(p, rate, _wav_format(ordered, starts, rate), metered=False)
         for p in stem_paths.values()
     ]
-    _write_pass(ordered, starts, rate, nominal, roles, 10 ** (gain_db / 20), limiter, writers)
+    gain = 10 ** (gain_db / 20)
+    _write_pass(ordered, starts, rate, nominal, roles, gain, limiter, writers, seams)
     offsets = [0.0] * len(segments)
     for i, start in zip(order, starts, strict=True):
         offsets[i] = start / rate
@@ -698,11 +725,13 @@ def _write_pass(
     gain: float,
     limiter: _StreamLimiter,
     writers: list[_Writer],
+    seams: _SeamMeter,
 ) -> None:
-    """Pass 2: assemble again, gain, limit, and hand rows 2k, 2k+1 to writer k."""
+    """Pass 2: assemble, measure the seams, gain, limit, and hand rows 2k, 2k+1 to writer k."""
     try:
-        blocks = _assembled(ordered, starts, rate, nominal, lambda *_: None, roles)
+        blocks = _assembled(ordered, starts, rate, nominal, seams.watch, roles)
         for block in blocks:
+            seams.add(block[:2])
             for out in limiter.push(block * np.float32(gain)):
                 _hand_on(out, writers)
         for out in limiter.finish():
@@ -713,6 +742,24 @@ def _write_pass(
         raise
     for writer in writers:
         writer.close()
+
+
+def _loudness(ordered: list[StitchInput], starts: list[int], rate: int, nominal: int) -> float:
+    """The assembled track's integrated loudness, before any gain: from the segments'
+    ``loudness_hops`` when every segment has them (each covers its own stretch; a crossfade
+    counts as the incoming segment, whose equal-power fade keeps the level), else measured
+    in a first pass over the assembled track."""
+    hop = round(LOUDNESS_HOP_S * rate)
+    if any(s.loudness_hops is None for s in ordered):
+        meter = _Meter(rate)
+        for block in _assembled(ordered, starts, rate, nominal, lambda *_: None):
+            meter.add(block)
+        return meter.lufs()
+    first = [start // hop for start in starts]
+    hops = np.zeros(max(f + len(s.loudness_hops) for f, s in zip(first, ordered, strict=True)))
+    for f, segment in zip(first, ordered, strict=True):
+        hops[f : f + len(segment.loudness_hops)] = segment.loudness_hops
+    return gated_loudness(hops, hop)
 
 
 def _hand_on(block: np.ndarray, writers: list[_Writer]) -> None:
