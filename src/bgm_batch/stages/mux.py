@@ -6,10 +6,13 @@ video) and fitted to the video's end with a fade instead of a cut. When the vide
 audio, the music is ducked by ``duck_depth_db`` while the game audio is loud (a sidechain gate
 keyed on the game audio, subtracted from the music: the depth is exact, never more) and mixed
 with it. The mix is then mastered: resampled to ``sample_rate`` whatever the source's rate,
-computed once into a scratch file while its loudness is measured (BS.1770), brought to
-``target_lufs`` and held under the true-peak ceiling by the stitch's true-peak-aware
-limiter, encoded as AAC in parallel parts joined frame-exactly, and measured again as
-decoded. ``track.flac`` keeps its own loudness target for editors who mix themselves.
+computed once into a raw scratch file while its loudness is measured (BS.1770), brought to
+``target_lufs`` (the gain that gives back what the limiter takes is found on limiter-only
+passes) and held under the true-peak ceiling by a 48 kHz limiter aiming lower by a
+measured margin, encoded as AAC in parallel parts (one per core) joined frame-exactly, and
+measured again as decoded by ffmpeg's ebur128 before it is muxed. The scratch file takes
+about 1.4 GB per hour of video. ``track.flac`` keeps its own loudness target for editors
+who mix themselves.
 """
 
 from __future__ import annotations
@@ -648,11 +651,12 @@ def mux_video(
 ) -> MuxReport:
     """Write ``out``: ``video``'s picture (copied) with the mastered mix under it, as AAC.
 
-    The mix is computed and measured once, then gained to ``target_lufs``, limited and
-    encoded (in parallel parts), and the encoded stream is decoded and measured; at most
-    ``MASTER_ATTEMPTS`` times it is encoded again: with the loudness the limiter took off
-    given back, and with more headroom should AAC have pushed a peak over the ceiling. Only
-    then is it muxed under the video. ``recording_s`` is the recording's length for the fit
+    The mix is computed and measured once; the gain to ``target_lufs`` is settled on
+    limiter-only passes (see ``_settle_gain``); then the mix is limited and encoded (in
+    parallel parts), and the encoded stream is decoded and measured; at most
+    ``MASTER_ATTEMPTS`` times it is encoded again: with the loudness still missing given
+    back, and with more headroom should AAC have pushed a peak over the ceiling. Only then
+    is it muxed under the video. ``recording_s`` is the recording's length for the fit
     check; the track's length stands in for it when not given (the track covers the
     recording's windows).
     """

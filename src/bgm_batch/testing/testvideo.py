@@ -303,15 +303,17 @@ def _track_block(rng: np.random.Generator, n: int, rate: int, level: float) -> n
 def make_test_track(path: Path, duration_s: float, *, rate: int = 48000, seed: int = 0) -> Path:
     """Write a stitched-track stand-in: 24-bit stereo FLAC at ``rate``, ten-second blocks of
     chords and drums whose level changes every block (quiet exploring, loud fights), about
-    -18 LUFS with peaks under -1 dBFS, near what the stitch makes of ``track.flac``. Written block by block (an hour never sits in memory);
-    the file appears atomically at ``path``."""
+    -18 LUFS with peaks under -1 dBFS, near what the stitch makes of ``track.flac``. Written
+    block by block (an hour never sits in memory); the file appears atomically at ``path``."""
     rng = np.random.default_rng(seed)
     total = round(duration_s * rate)
     block = round(_TRACK_BLOCK_S * rate)
-    with atomic_path(Path(path)) as tmp:
-        with sf.SoundFile(tmp, "w", rate, 2, subtype="PCM_24", format="FLAC") as out:
-            for start in range(0, total, block):
-                level = 10 ** (rng.uniform(-12.0, 0.0) / 20)
-                audio = _track_block(rng, min(block, total - start), rate, level)
-                out.write(np.clip(audio, -0.89, 0.89).T)
+    with (
+        atomic_path(Path(path)) as tmp,
+        sf.SoundFile(tmp, "w", rate, 2, subtype="PCM_24", format="FLAC") as out,
+    ):
+        for start in range(0, total, block):
+            level = 10 ** (rng.uniform(-12.0, 0.0) / 20)
+            audio = _track_block(rng, min(block, total - start), rate, level)
+            out.write(np.clip(audio, -0.89, 0.89).T)
     return Path(path)
