@@ -106,6 +106,14 @@ def test_fast_loudness_and_true_peak_agree_with_the_references():
     brute = np.abs(upfirdn(_oversampling_filter(), audio, 4, axis=1)).max()
     assert true_peak(audio) == pytest.approx(brute, rel=1e-6)
     assert true_peak(audio) >= np.abs(audio).max()
+    # a running maximum as floor prunes harder and changes nothing else
+    assert true_peak(audio, floor=0.9 * brute) == pytest.approx(brute, rel=1e-6)
+    assert true_peak(audio, floor=1.5 * brute) == 1.5 * brute
+    edge = np.zeros((2, 30), dtype=np.float32)
+    edge[:, [0, -1]] = [[0.9, -0.7], [0.2, 0.8]]  # peaks at both ends: the filter's tails
+    assert true_peak(edge) == pytest.approx(
+        max(np.abs(upfirdn(_oversampling_filter(), edge, 4, axis=1)).max(), 0.9), rel=1e-6
+    )
 
 
 def test_the_limiter_caps_peaks_and_leaves_the_rest():

@@ -62,6 +62,7 @@ ZERO_CROSSING_SEARCH_S = 0.003
 METRIC_FRAME = 1024  # samples per analysis frame (hop = half a frame)
 METRIC_MARGIN_S = 0.25  # analysed on each side of a crossfade
 TRUE_PEAK_OVERSAMPLING = 4
+TRUE_PEAK_BLOCK = 64  # interpolator outputs whose bound is checked together
 LOUDNESS_BLOCK_S = 0.4
 LOUDNESS_HOP_S = 0.1
 LIMITER_WINDOW_S = 0.02  # look-ahead and release of the peak limiter
@@ -323,29 +324,35 @@ def _block_peaks(audio: np.ndarray, block: int) -> np.ndarray:
     return np.concatenate(peaks) if peaks else np.zeros(0, dtype=np.float32)
 
 
-def true_peak(audio: np.ndarray, block: int = 4800) -> float:
-    """Largest absolute value of the 4x oversampled signal (linear).
+def true_peak(audio: np.ndarray, floor: float = 0.0) -> float:
+    """The larger of ``floor`` and the largest absolute value of the 4x oversampled signal
+    (or its sample peak, if higher), for (channels, n) audio, linear.
 
-    Only blocks that could hold the peak are oversampled: no interpolated value can exceed
-    a block's sample peak times the filter's largest polyphase L1 norm, so blocks whose bound
-    falls below the best peak found so far are skipped. Exact, and fast on music.
+    Output ``4n + p`` of the interpolator is phase ``p`` of the filter (12 taps) over the
+    samples ``n-11 .. n``, so it can exceed that stretch's sample peak by at most the phase's
+    L1 norm. Only the blocks of ``TRUE_PEAK_BLOCK`` outputs whose bound beats the best value
+    known (``floor``, the sample peak) are interpolated, gathered and computed at once. A
+    stream measured chunk by chunk passes its running maximum as ``floor``: once that sits
+    near the ceiling, under 1 % of a mastered hour is interpolated. Exact all the same.
     """
-    from scipy.signal import upfirdn
-
     h = _oversampling_filter()
-    bound = max(np.abs(h[p::TRUE_PEAK_OVERSAMPLING]).sum() for p in range(TRUE_PEAK_OVERSAMPLING))
-    pad = len(h) // TRUE_PEAK_OVERSAMPLING + 1
-    n = audio.shape[1]
-    peaks = _block_peaks(audio, block)
-    neighbourhood = np.maximum(peaks, np.maximum(np.roll(peaks, 1), np.roll(peaks, -1)))
-    best = float(peaks.max(initial=0.0))
-    for b in np.argsort(-neighbourhood, kind="stable"):
-        if neighbourhood[b] * bound <= best:
-            break
-        lo, hi = max(b * block - pad, 0), min((b + 1) * block + pad, n)
-        best = max(
-            best, float(np.abs(upfirdn(h, audio[:, lo:hi], TRUE_PEAK_OVERSAMPLING, axis=1)).max())
-        )
+    taps = len(h) // TRUE_PEAK_OVERSAMPLING
+    phases = np.stack([h[p::TRUE_PEAK_OVERSAMPLING] for p in range(TRUE_PEAK_OVERSAMPLING)])
+    bound = float(np.abs(phases).sum(axis=1).max())
+    audio = np.atleast_2d(audio)
+    best = max(float(floor), float(np.abs(audio).max(initial=0.0)))
+    # with taps-1 zeros on either side, output n (n = 0 .. n+10) reads padded n .. n+11,
+    # which lie in its own block of outputs or the next one
+    padded = np.pad(audio, ((0, 0), (taps - 1, taps - 1)))
+    blocks = _block_peaks(padded, TRUE_PEAK_BLOCK)
+    reach = np.maximum(blocks, np.concatenate([blocks[1:], [0.0]]))
+    loud = np.flatnonzero(reach * bound > best)
+    outputs = (loud[:, None] * TRUE_PEAK_BLOCK + np.arange(TRUE_PEAK_BLOCK)).ravel()
+    outputs = outputs[outputs < padded.shape[1] - (taps - 1)]
+    weights = phases[:, ::-1].T.astype(np.float32)  # (taps, phases), oldest sample first
+    for part in np.array_split(outputs, max(1, outputs.size // 2**15)):
+        windows = padded[:, part[:, None] + np.arange(taps)].reshape(-1, taps)
+        best = max(best, float(np.abs(windows @ weights).max(initial=0.0)))
     return best
 
 
@@ -584,7 +591,7 @@ class _StreamLimiter:
         while True:
             window = self._buffer[:, lo:hi].copy()
             limit(window, ceiling, self.rate)
-            peak = true_peak(window[:2, max(first - pad, 0) : last + pad])
+            peak = true_peak(window[:2, max(first - pad, 0) : last + pad], floor=self.peak)
             if peak <= self.true_peak_ceiling:
                 break
             ceiling *= 0.999 * self.true_peak_ceiling / peak
