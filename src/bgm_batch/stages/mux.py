@@ -438,7 +438,7 @@ def _render_mix(
 def _parts(frames: int, rate: int) -> list[tuple[int, int]]:
     """Sample ranges of the mix encoded in parallel: one per core (the AAC encoder is
     single-threaded), none under ``MIN_PART_SECONDS``, split at AAC frame boundaries."""
-    count = max(1, min(len(os.sched_getaffinity(0)), int(frames / (MIN_PART_SECONDS * rate))))
+    count = max(1, min(os.cpu_count() or 1, int(frames / (MIN_PART_SECONDS * rate))))
     inner = [round(frames * k / count / AAC_FRAME) * AAC_FRAME for k in range(1, count)]
     return list(pairwise([0, *inner, frames]))
 
