@@ -10,9 +10,9 @@ computed once into a raw scratch file while its loudness is measured (BS.1770), 
 ``target_lufs`` (the gain that gives back what the limiter takes is found on limiter-only
 passes) and held under the true-peak ceiling by a 48 kHz limiter aiming lower by a
 measured margin, encoded as AAC in parallel parts (one per core) joined frame-exactly, and
-measured again as decoded by ffmpeg's ebur128 before it is muxed. The scratch file takes
-about 1.4 GB per hour of video. ``track.flac`` keeps its own loudness target for editors
-who mix themselves.
+measured again as decoded by ffmpeg's ebur128 before it is muxed. The scratch, beside the
+video written, takes about 1.4 GB per hour of video. ``track.flac`` keeps its own loudness
+target for editors who mix themselves.
 """
 
 from __future__ import annotations
@@ -668,7 +668,9 @@ def mux_video(
     track_s = track_info.frames / track_info.samplerate
     cut_s = check_fit(info.duration_s, track_s if recording_s is None else recording_s, settings)
     rate = settings.sample_rate
-    with tempfile.TemporaryDirectory(prefix="bgm-mux-") as tmpdir:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    # the scratch (about 1.4 GB per hour) beside the output, not in a /tmp that may be RAM
+    with tempfile.TemporaryDirectory(prefix=".bgm-mux-", dir=Path(out).parent) as tmpdir:
         work = Path(tmpdir)
         music = _place_music(Path(track), info.duration_s, settings, work)
         mix = work / "mix.f32"
