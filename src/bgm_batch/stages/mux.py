@@ -38,7 +38,7 @@ import soundfile as sf
 from bgm_batch.atomic import atomic_path
 from bgm_batch.errors import BgmError
 from bgm_batch.settings import MuxSettings
-from bgm_batch.stages.stitch import _Meter
+from bgm_batch.stages.stitch import LoudnessMeter
 
 LOOP_SECONDS = 10.0  # how much of the track's end is repeated when padding: a musical phrase
 LOOP_CROSSFADE_SECONDS = 0.5
@@ -425,7 +425,7 @@ def _render_mix(
     ffmpeg computes the next samples (the meter and ffmpeg each take a core)."""
     node, path = _mix(ffmpeg.input(str(video)), music, info, settings)
     args = node.output("pipe:", format="f32le", ac=2, ar=settings.sample_rate).get_args()
-    meter = _Meter(settings.sample_rate)
+    meter = LoudnessMeter(settings.sample_rate)
     log = mix.with_suffix(".log")
     with open(mix, "wb") as out, _ffmpeg(args, log, stdout=subprocess.PIPE) as proc:
         for block in _pcm_blocks(proc.stdout):

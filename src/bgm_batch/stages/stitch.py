@@ -368,7 +368,7 @@ def k_weighting(rate: int) -> list:
     ]
 
 
-class _Meter:
+class LoudnessMeter:
     """BS.1770-4 integrated loudness of a stream: K-weighted energy per 100 ms hop, summed
     over the channels (all BS.1770's gating needs for stereo), the filters' state carried
     from block to block. Filtering runs in float32 (a third of the cost of float64; a test
@@ -428,7 +428,7 @@ def hop_energies(audio: np.ndarray, rate: int) -> np.ndarray:
     filters starting from rest; a partial last hop is dropped. What the render stage keeps
     for each segment's own window, so that ``stitch_track`` need not decode every segment
     once more only to measure the track's loudness."""
-    meter = _Meter(rate, np.atleast_2d(audio).shape[0])
+    meter = LoudnessMeter(rate, np.atleast_2d(audio).shape[0])
     meter.add(np.atleast_2d(audio))
     return meter.hops()
 
@@ -436,7 +436,7 @@ def hop_energies(audio: np.ndarray, rate: int) -> np.ndarray:
 def integrated_loudness(audio: np.ndarray, rate: int) -> float:
     """BS.1770-4 integrated loudness (LUFS) of (channels, n) audio."""
     audio = np.atleast_2d(audio)
-    meter = _Meter(rate, audio.shape[0])
+    meter = LoudnessMeter(rate, audio.shape[0])
     meter.add(audio)
     return meter.lufs()
 
@@ -610,7 +610,7 @@ class _Writer:
     def __init__(self, path: Path, rate: int, format: str = "FLAC", metered: bool = True):
         self._queue: queue.Queue[np.ndarray | None] = queue.Queue(FLAC_QUEUE)
         self._path, self._rate, self._format = Path(path), rate, format
-        self.meter = _Meter(rate) if metered else None
+        self.meter = LoudnessMeter(rate) if metered else None
         self.frames = 0
         self._error: BaseException | None = None
         self._aborted = threading.Event()
@@ -758,7 +758,7 @@ def _loudness(ordered: list[StitchInput], starts: list[int], rate: int, nominal:
     in a first pass over the assembled track."""
     hop = round(LOUDNESS_HOP_S * rate)
     if any(s.loudness_hops is None for s in ordered):
-        meter = _Meter(rate)
+        meter = LoudnessMeter(rate)
         for block in _assembled(ordered, starts, rate, nominal, lambda *_: None):
             meter.add(block)
         return meter.lufs()
