@@ -79,7 +79,7 @@ from bgm_batch.audio.protocol import (
     SegmentRequest,
     StateContinued,
 )
-from bgm_batch.memory import return_freed_memory
+from bgm_batch.memory import return_freed_memory, trim
 from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
 from bgm_batch.stages.stitch import hop_energies, to_pcm24
@@ -435,6 +435,7 @@ def _render_jobs(
             _render_chunk(chunk, [job.anchor], backend, store, settings, outcome)
     finally:
         store.close()
+    trim()  # the group's buffers are free: give their pages back (see bgm_batch.memory)
     return outcome
 
 
