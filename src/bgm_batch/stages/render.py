@@ -337,6 +337,42 @@ class _Outcome:
         self.rendered += other.rendered
         self.reused += other.reused
 
+    def finished(self, meta: dict, reused: bool) -> None:
+        """Count a segment; keep only what ``RenderResult.segments`` shows of its metadata
+        (the musical state stays in its JSON file: an hour holds thousands of them)."""
+        self.done.append({**{k: meta.get(k) for k in _FRAME_FIELDS}, "reused": reused})
+        if reused:
+            self.reused += 1
+        else:
+            self.rendered += 1
+
+
+_FRAME_FIELDS = (
+    "recording",
+    "index",
+    "audio_path",
+    "midi_path",
+    "frames",
+    "sample_rate",
+    "stems",
+    "loudness_hops",
+)
+
+
+def _resume(
+    row: _Row,
+    step: int,
+    anchor: _Anchor | None,
+    identity: dict[str, str],
+    settings: AudioSettings,
+    with_prompt: bool = True,
+) -> tuple[str, str, tuple[dict, _Anchor] | None]:
+    """Step ``step`` of a run: its transition (a run whose anchor was lost restarts), its
+    chained key, and its saved segment if one matches."""
+    transition = row.transition if step == 0 or anchor else "restart"
+    key = _key(row, identity, transition, anchor)
+    return transition, key, _Store.load(row, key, settings, with_prompt)
+
 
 def render_segments(
     frame: pl.DataFrame,
@@ -357,19 +393,28 @@ def render_segments(
     bar = Progress("render", sum(map(len, runs)), unit="seg", enabled=progress)
     try:
         workers = _workers(backend, settings, runs)
-        if isinstance(backend, StateContinued) and workers > 1:
+        if workers == 1:
+            outcome = _render_runs(runs, backend, identity, settings, bar.update)
+        elif isinstance(backend, StateContinued):
             outcome, jobs = _plan(runs, backend, identity, settings)
             bar.update(outcome.reused + len(outcome.failures))
             count = max(GROUPS_PER_WORKER * workers, len(jobs) // JOBS_PER_GROUP)
-            groups, work = _contiguous(jobs, count), _render_jobs
-        else:
-            outcome, groups, work = _Outcome([], []), _run_groups(runs, workers), _render_run_group
-        if workers > 1:
+            groups = _contiguous(jobs, count)
             outcome.add(
-                _render_in_processes(groups, work, backend, identity, settings, workers, bar)
+                _render_in_processes(
+                    groups, _render_jobs, backend, identity, settings, workers, bar
+                )
             )
         else:
-            outcome.add(_render_runs(runs, backend, identity, settings, bar.update))
+            outcome = _render_in_processes(
+                _run_groups(runs, workers),
+                _render_run_group,
+                backend,
+                identity,
+                settings,
+                workers,
+                bar,
+            )
     finally:
         bar.close()
     return RenderResult(
@@ -405,12 +450,9 @@ def _plan(
     for run in runs:
         anchor: _Anchor | None = None
         for step, row in enumerate(run):
-            transition = row.transition if step == 0 or anchor else "restart"
-            key = _key(row, identity, transition, anchor)
-            saved = _Store.load(row, key, settings, with_prompt=False)
+            transition, key, saved = _resume(row, step, anchor, identity, settings, False)
             if saved:
-                outcome.done.append({**saved[0], "reused": True})
-                outcome.reused += 1
+                outcome.finished(saved[0], reused=True)
                 anchor = saved[1]
                 continue
             try:
@@ -556,14 +598,11 @@ def _render_runs(
             for r, run in enumerate(runs):
                 if step >= len(run):
                     continue
-                row, anchor = run[step], anchors[r]
-                transition = row.transition if step == 0 or anchor else "restart"
-                key = _key(row, identity, transition, anchor)
-                saved = store.load(row, key, settings)
+                row = run[step]
+                transition, key, saved = _resume(row, step, anchors[r], identity, settings)
                 if saved:
-                    outcome.done.append({**saved[0], "reused": True})
+                    outcome.finished(saved[0], reused=True)
                     anchors[r] = saved[1]
-                    outcome.reused += 1
                     advance()
                 else:
                     todo.append((r, row, key, transition))
@@ -599,8 +638,7 @@ def _render_chunk(
         begin, stop = _prompt_window(row, settings, result.sample_rate)
         prompt = pcm[:, begin:stop].astype(np.float32) * np.float32(2**-31)  # as read back
         anchors[r] = _Anchor(key, prompt, result.sample_rate, result.state)
-        outcome.done.append({**meta, "reused": False})
-        outcome.rendered += 1
+        outcome.finished(meta, reused=False)
 
 
 def _loudness_hops(row: _Row, pcm: np.ndarray, rate: int) -> list[float]:
@@ -672,8 +710,8 @@ def _segments_frame(done: list[dict]) -> pl.DataFrame:
             "duration_s": m["frames"] / m["sample_rate"],
             "sample_rate": m["sample_rate"],
             "reused": m["reused"],
-            "stems": m.get("stems"),
-            "loudness_hops": m.get("loudness_hops"),
+            "stems": m["stems"],
+            "loudness_hops": m["loudness_hops"],
         }
         for m in done
     ]

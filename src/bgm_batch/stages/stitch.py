@@ -110,8 +110,13 @@ class StitchResult:
 def stitch_inputs(frame: pl.DataFrame, stems: bool = False) -> list[StitchInput]:
     """Inputs from a frame with ``audio_path``, ``start_s`` and ``crossfade_s`` (the planned
     frame joined with ``RenderResult.segments``), with each segment's ``stems`` if asked."""
-    columns = ["audio_path", "start_s", "crossfade_s", *(["stems"] if stems else [])]
-    columns += [c for c in ("loudness_hops",) if c in frame.columns]
+    extra = {"stems": stems, "loudness_hops": "loudness_hops" in frame.columns}
+    columns = [
+        "audio_path",
+        "start_s",
+        "crossfade_s",
+        *(c for c, wanted in extra.items() if wanted),
+    ]
     return [
         StitchInput(
             Path(r["audio_path"]),
@@ -335,10 +340,8 @@ def true_peak(audio: np.ndarray, floor: float = 0.0) -> float:
     stream measured chunk by chunk passes its running maximum as ``floor``: once that sits
     near the ceiling, under 1 % of a mastered hour is interpolated. Exact all the same.
     """
-    h = _oversampling_filter()
-    taps = len(h) // TRUE_PEAK_OVERSAMPLING
-    phases = np.stack([h[p::TRUE_PEAK_OVERSAMPLING] for p in range(TRUE_PEAK_OVERSAMPLING)])
-    bound = float(np.abs(phases).sum(axis=1).max())
+    weights, bound = _polyphase()
+    taps = len(weights)
     audio = np.atleast_2d(audio)
     best = max(float(floor), float(np.abs(audio).max(initial=0.0)))
     # with taps-1 zeros on either side, output n (n = 0 .. n+10) reads padded n .. n+11,
@@ -349,11 +352,21 @@ def true_peak(audio: np.ndarray, floor: float = 0.0) -> float:
     loud = np.flatnonzero(reach * bound > best)
     outputs = (loud[:, None] * TRUE_PEAK_BLOCK + np.arange(TRUE_PEAK_BLOCK)).ravel()
     outputs = outputs[outputs < padded.shape[1] - (taps - 1)]
-    weights = phases[:, ::-1].T.astype(np.float32)  # (taps, phases), oldest sample first
     for part in np.array_split(outputs, max(1, outputs.size // 2**15)):
         windows = padded[:, part[:, None] + np.arange(taps)].reshape(-1, taps)
         best = max(best, float(np.abs(windows @ weights).max(initial=0.0)))
     return best
+
+
+@functools.cache
+def _polyphase() -> tuple[np.ndarray, float]:
+    """The interpolator as (taps, phases) float32 weights, oldest sample first, and the
+    largest L1 norm of a phase: how far an output can exceed its samples' peak."""
+    h = _oversampling_filter()
+    phases = np.stack([h[p::TRUE_PEAK_OVERSAMPLING] for p in range(TRUE_PEAK_OVERSAMPLING)])
+    weights = phases[:, ::-1].T.astype(np.float32)
+    weights.flags.writeable = False
+    return weights, float(np.abs(phases).sum(axis=1).max())
 
 
 def k_weighting(rate: int) -> list:
@@ -716,7 +729,7 @@ def stitch_track(
         sample_rate=rate,
         offsets_s=offsets,
         seams=seams.table(),
-        loudness_lufs=writers[0].meter.lufs() if writers[0].meter else float("nan"),
+        loudness_lufs=writers[0].meter.lufs(),
         true_peak_dbtp=float(20 * np.log10(limiter.peak)) if limiter.peak > 0 else float("-inf"),
         gain_db=float(gain_db),
         stems=stem_paths,
