@@ -57,7 +57,7 @@ class AudioSettings(BaseModel):
     true_peak_dbtp: float = -1.0
     soundfont: Path | None = None
     device: str = "auto"
-    render_workers: int = Field(0, ge=0)  # processes for a CPU backend (synth); 0: one per core
+    render_workers: int = Field(0, ge=0)  # render threads for the synth; 0: one per core
     stems: bool = False  # per-instrument-role stems of the track (synth: it knows its parts)
 
 

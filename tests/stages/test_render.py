@@ -250,27 +250,31 @@ def test_resumes_after_sigkill(tmp_path):
     assert [m["index"] for m in metas] == list(range(12))
 
 
-@pytest.mark.slow  # two worker starts: 10-40 s on a busy 2-core machine
-def test_processes_render_the_same_audio_and_work_files_go_after_delivery(tmp_path, monkeypatch):
-    """12 windows in 4 runs: spread over 2 worker processes, the segments equal those of an
-    in-process render; work files are 24-bit FLAC; removing them keeps the MIDI."""
+def test_threads_render_the_same_audio_and_work_files_go_after_delivery(tmp_path):
+    """12 windows in 4 runs: planned and spread over 2 threads, the segments equal those of
+    a sequential walk on one; work files are 24-bit FLAC; removing them keeps the MIDI."""
     rows = [
         ("p", i, "start" if i % 3 == 0 else "continue", (CALM, DARK)[i // 3 % 2]) for i in range(12)
     ]
     frame = planned(rows)
-    settings = SETTINGS.model_copy(update={"render_workers": 2})
-    backend = AUDIO_BACKENDS.create("synth", settings)
-    monkeypatch.setattr(render, "PROCESS_MIN_SEGMENTS", 8)
-    spread = render_segments(frame, backend, settings, seed=2, work_dir=tmp_path / "spread")
-    monkeypatch.setattr(render, "PROCESS_MIN_SEGMENTS", 10**6)
-    alone = render_segments(frame, backend, settings, seed=2, work_dir=tmp_path / "alone")
+    results = {}
+    for workers in (2, 1):
+        settings = SETTINGS.model_copy(update={"render_workers": workers})
+        backend = AUDIO_BACKENDS.create("synth", settings)
+        assert render._workers(backend, settings, render._rows(frame, settings, 2, tmp_path)) == (
+            workers
+        )
+        results[workers] = render_segments(
+            frame, backend, settings, seed=2, work_dir=tmp_path / str(workers)
+        )
+    spread, alone = results[2], results[1]
     assert spread.rendered == alone.rendered == 12
     a, b = audio_of(spread), audio_of(alone)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in b)
     info = sf.info(spread.segments["audio_path"][0])
     assert (info.format, info.subtype) == ("FLAC", "PCM_24")
     assert remove_work_files(spread) == 24
-    left = sorted(p.suffix for p in (tmp_path / "spread").rglob("*"))
+    left = sorted(p.suffix for p in (tmp_path / "2").rglob("*"))
     assert left == [""] + [".mid"] * 12
 
 
