@@ -252,7 +252,7 @@ def test_resumes_after_sigkill(tmp_path):
 
 def test_threads_render_the_same_audio_and_work_files_go_after_delivery(tmp_path):
     """12 windows in 4 runs: planned and spread over 2 threads, the segments equal those of
-    a sequential walk on one; work files are 24-bit FLAC; removing them keeps the MIDI."""
+    a sequential walk on one; work files are 24-bit WAV; removing them keeps the MIDI."""
     rows = [
         ("p", i, "start" if i % 3 == 0 else "continue", (CALM, DARK)[i // 3 % 2]) for i in range(12)
     ]
@@ -272,7 +272,7 @@ def test_threads_render_the_same_audio_and_work_files_go_after_delivery(tmp_path
     a, b = audio_of(spread), audio_of(alone)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in b)
     info = sf.info(spread.segments["audio_path"][0])
-    assert (info.format, info.subtype) == ("FLAC", "PCM_24")
+    assert (info.format, info.subtype) == ("WAV", "PCM_24")
     assert remove_work_files(spread) == 24
     left = sorted(p.suffix for p in (tmp_path / "2").rglob("*"))
     assert left == [""] + [".mid"] * 12

@@ -44,26 +44,28 @@ class _Event:
 
 def _segment_events(path: Path, offset: float, until: float) -> Iterator[_Event]:
     """The events of one segment file that belong to it: notes that begin before ``until``
-    seconds (with their note-offs, wherever they fall), tempo and key changes before it."""
+    seconds (with their note-offs, wherever they fall), tempo and key changes before it.
+    Iterating a ``MidiFile`` yields fresh message objects, so each event keeps its own, and
+    ``_track`` sets its delta time in place (copying every message of an hour, each copy
+    checked field by field, took most of this stage)."""
     sounding: set[tuple[int, int]] = set()
     seconds = 0.0
     for message in mido.MidiFile(path):  # merged tracks, delta times in seconds
         seconds += message.time
         at = offset + seconds
         if message.type in ("set_tempo", "key_signature") and seconds < until:
-            yield _Event(at, 0, message.copy(time=0))
+            yield _Event(at, 0, message)
         elif message.type == "program_change" and seconds < until:
-            yield _Event(at, 1, message.copy(time=0))
+            yield _Event(at, 1, message)
         elif message.type == "note_on" and message.velocity and seconds < until:
             sounding.add((message.channel, message.note))
-            yield _Event(at, 3, message.copy(time=0))
+            yield _Event(at, 3, message)
         elif (
             message.type in ("note_off", "note_on") and (message.channel, message.note) in sounding
         ):
             sounding.discard((message.channel, message.note))
-            yield _Event(
-                at, 2, mido.Message("note_off", channel=message.channel, note=message.note)
-            )
+            channel, note = message.channel, message.note
+            yield _Event(at, 2, mido.Message("note_off", True, channel=channel, note=note))
 
 
 def _tick_map(tempos: list[_Event]):
@@ -102,7 +104,8 @@ def _track(name: str, events: list[_Event], ticks) -> mido.MidiTrack:
     last = 0
     for event in sorted(events, key=lambda e: (e.seconds, e.order)):
         tick = max(ticks(event.seconds), last)
-        track.append(event.message.copy(time=tick - last))
+        event.message.time = tick - last  # each event's message is its own (above)
+        track.append(event.message)
         last = tick
     return track
 

@@ -15,7 +15,7 @@ them on block by block and holds at most two segments. One streaming pass, or tw
 
 1. the loudness: BS.1770-4 integrated loudness from K-weighted energies per 100 ms hop.
    The render stage measures each segment's own stretch as it writes it (``hop_energies``,
-   on the render processes) and hands them on as ``StitchInput.loudness_hops``; a crossfade
+   on the render threads) and hands them on as ``StitchInput.loudness_hops``; a crossfade
    then counts as its incoming segment (the equal-power fade keeps the level): 0.06 LU from
    measuring the assembled track, on an hour of the synth's music. Without them for every segment, a
    first pass assembles the track and measures it (the filters carry their state from block
@@ -29,7 +29,7 @@ them on block by block and holds at most two segments. One streaming pass, or tw
    the ceiling is limited again under a lower one.
 
 The track is never spilled to disk unnormalised: an hour of float audio is 1.4 GB, its
-segments' FLAC work files about half of it.
+segments' 24-bit work files three quarters of it.
 
 Seam metric: around each seam, the largest frame-to-frame jump of short-term RMS (dB) and
 of spectral flux, each divided by the median of the same statistic over windows of equal

@@ -64,9 +64,9 @@ BLOCK = 64  # FluidSynth renders in 64-sample blocks; notes start on block bound
 MAX_RELEASE_S = 2.0
 OWNER_CHANNELS = 256  # instruments kept loaded (FluidSynth's most channels)
 SILENCE = 1e-3  # -60 dB below its peak: where a cached note's release is cut
-# The note cache forgets the least recently used notes beyond this, per render process (some
-# 180 notes: a scene's worth; measured on an hour, a cache twice as big saves 6 % of the
-# notes, and the whole process tree must stay under 1 GB with two render processes).
+# The note cache forgets the least recently used notes beyond this (some 180 notes: a scene's
+# worth; one cache, shared by the render threads). Measured on an hour, a cache twice as big
+# saves 6 % of the notes.
 CACHE_BYTES = 64 * 2**20
 ROLE_GAIN = {"lead": 0.8, "harmony": 0.55, "pad": 0.38, "bass": 0.9, "drums": 0.75, "stinger": 0.8}
 MASTER_GAIN = 1.2
