@@ -15,7 +15,8 @@ then writes them on one tempo map built from the segments' ``set_tempo`` events:
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,84 +31,131 @@ TICKS_PER_BEAT = 480
 ROLE_OF_CHANNEL = {0: "lead", 1: "harmony", 2: "pad", 3: "bass", 4: "stinger", 5: "stinger"}
 DRUM_CHANNEL = 9
 MARKED = ("start", "change", "restart")
-STATED = {"set_tempo": "tempo", "key_signature": "key", "program_change": "program"}
+STATED = {"set_tempo": "tempo", "key_signature": "key"}
+NOTE_OFF_VELOCITY = 64  # the MIDI default for a note-off (mido's too)
 
 
 @dataclass(frozen=True)
 class _Event:
-    """A MIDI message at an absolute time in the track (seconds)."""
+    """A meta message (tempo, key, marker) at an absolute time in the track (seconds)."""
 
     seconds: float
-    order: int  # at equal times: meta, program, note off, note on
-    message: mido.Message | mido.MetaMessage
+    order: int  # at equal times: meta first
+    message: mido.MetaMessage
 
 
-def _segment_events(path: Path, offset: float, until: float) -> Iterator[_Event]:
-    """The events of one segment file that belong to it: notes that begin before ``until``
-    seconds (with their note-offs, wherever they fall), tempo and key changes before it.
-    Iterating a ``MidiFile`` yields fresh message objects, so each event keeps its own, and
-    ``_track`` sets its delta time in place (copying every message of an hour, each copy
-    checked field by field, took most of this stage)."""
+class _ChannelEvents:
+    """The recording's channel messages (program changes, note-ons and note-offs) in
+    compact arrays, about 12 bytes each: an hour of music holds some 100,000, which as mido
+    objects took 22 MB, so the memory of a long recording grew with its length."""
+
+    ORDER = {"program_change": 1, "note_off": 2, "note_on": 3}  # at equal times
+
+    def __init__(self) -> None:
+        self.seconds = array("d")
+        self.order = array("b")
+        self.channel = array("B")
+        self.data = array("B")  # note or program
+        self.velocity = array("B")
+
+    def add(self, seconds: float, kind: str, channel: int, data: int, velocity: int = 0) -> None:
+        self.seconds.append(seconds)
+        self.order.append(self.ORDER[kind])
+        self.channel.append(channel)
+        self.data.append(data)
+        self.velocity.append(velocity)
+
+    def channels(self) -> list[int]:
+        return sorted(set(self.channel))
+
+    def track(self, channel: int, ticks: Callable[[np.ndarray], np.ndarray]) -> Iterator:
+        """One channel's messages in time order with delta ticks, made one by one as mido
+        writes them; a program change that restates the channel's program is left out."""
+        seconds = np.frombuffer(self.seconds)
+        order = np.frombuffer(self.order, dtype=np.int8)
+        mine = np.flatnonzero(np.frombuffer(self.channel, dtype=np.uint8) == channel)
+        mine = mine[np.lexsort((order[mine], seconds[mine]))]  # stable: ties keep file order
+        programs = mine[order[mine] == self.ORDER["program_change"]]
+        values = np.frombuffer(self.data, dtype=np.uint8)[programs]
+        mine = mine[~np.isin(mine, programs[1:][values[1:] == values[:-1]])]
+        at = np.maximum.accumulate(ticks(seconds[mine]))
+        deltas = np.diff(at, prepend=0)
+        kinds = {v: k for k, v in self.ORDER.items()}
+        for i, delta in zip(mine, deltas, strict=True):  # one message at a time: no lists
+            kind, value, time = kinds[self.order[i]], self.data[i], int(delta)
+            if kind == "program_change":
+                yield mido.Message(kind, True, channel=channel, program=value, time=time)
+            else:
+                velocity = self.velocity[i]
+                yield mido.Message(
+                    kind, True, channel=channel, note=value, velocity=velocity, time=time
+                )
+
+
+def _segment_events(
+    path: Path, offset: float, until: float, meta: list[_Event], notes: _ChannelEvents
+) -> None:
+    """Gather the events of one segment file that belong to it: notes that begin before
+    ``until`` seconds (with their note-offs, wherever they fall), tempo and key changes
+    before it."""
     sounding: set[tuple[int, int]] = set()
     seconds = 0.0
     for message in mido.MidiFile(path):  # merged tracks, delta times in seconds
         seconds += message.time
         at = offset + seconds
         if message.type in ("set_tempo", "key_signature") and seconds < until:
-            yield _Event(at, 0, message)
+            meta.append(_Event(at, 0, message))
         elif message.type == "program_change" and seconds < until:
-            yield _Event(at, 1, message)
+            notes.add(at, "program_change", message.channel, message.program)
         elif message.type == "note_on" and message.velocity and seconds < until:
             sounding.add((message.channel, message.note))
-            yield _Event(at, 3, message)
+            notes.add(at, "note_on", message.channel, message.note, message.velocity)
         elif (
             message.type in ("note_off", "note_on") and (message.channel, message.note) in sounding
         ):
             sounding.discard((message.channel, message.note))
-            channel, note = message.channel, message.note
-            yield _Event(at, 2, mido.Message("note_off", True, channel=channel, note=note))
+            notes.add(at, "note_off", message.channel, message.note, NOTE_OFF_VELOCITY)
 
 
-def _tick_map(tempos: list[_Event]):
+def _tick_map(tempos: list[_Event]) -> Callable[[np.ndarray], np.ndarray]:
     """Seconds -> ticks under the track's tempo map (120 BPM until its first ``set_tempo``)."""
     starts = np.array([0.0] + [e.seconds for e in tempos])
     per_second = np.array([2.0] + [1e6 / e.message.tempo for e in tempos]) * TICKS_PER_BEAT
     ticks_at = np.concatenate([[0.0], np.cumsum(np.diff(starts) * per_second[:-1])])
 
-    def ticks(seconds: float) -> int:
-        i = int(np.searchsorted(starts, seconds, side="right")) - 1
-        return round(ticks_at[i] + (seconds - starts[i]) * per_second[i])
+    def ticks(seconds: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(starts, seconds, side="right") - 1
+        return np.rint(ticks_at[i] + (seconds - starts[i]) * per_second[i]).astype(np.int64)
 
     return ticks
 
 
 def _deduplicated(events: list[_Event]) -> list[_Event]:
-    """Events without restatements: each segment restates its tempo, key and programs at
-    its start; only real changes stay. Notes pass through."""
+    """Tempo and key changes without restatements: each segment restates its tempo and key
+    at its start; only real changes stay."""
     kept: list[_Event] = []
-    last: dict[tuple, object] = {}
-    for event in sorted(events, key=lambda e: (e.seconds, e.order)):
-        message = event.message
-        if message.type not in STATED:
+    last: dict[str, object] = {}
+    for event in sorted(events, key=lambda e: e.seconds):
+        value = getattr(event.message, STATED[event.message.type])
+        if last.get(event.message.type) != value:
             kept.append(event)
-            continue
-        slot = (message.type, getattr(message, "channel", None))
-        value = getattr(message, STATED[message.type])
-        if last.get(slot) != value:
-            kept.append(event)
-            last[slot] = value
+            last[event.message.type] = value
     return kept
 
 
-def _track(name: str, events: list[_Event], ticks) -> mido.MidiTrack:
-    track = mido.MidiTrack([mido.MetaMessage("track_name", name=name, time=0)])
-    last = 0
-    for event in sorted(events, key=lambda e: (e.seconds, e.order)):
-        tick = max(ticks(event.seconds), last)
-        event.message.time = tick - last  # each event's message is its own (above)
-        track.append(event.message)
-        last = tick
-    return track
+def _conductor(events: list[_Event], ticks: Callable[[np.ndarray], np.ndarray]) -> Iterator:
+    events = sorted(events, key=lambda e: (e.seconds, e.order))
+    at = np.maximum.accumulate(ticks(np.array([e.seconds for e in events])))
+    for event, delta in zip(events, np.diff(at, prepend=0).tolist(), strict=True):
+        event.message.time = delta  # each event's message is its own
+        yield event.message
+
+
+def _named(name: str, messages: Iterator) -> Iterator:
+    """A track for ``mido.MidiFile.save``, which takes any iterable of messages: its name,
+    then its messages as they are made."""
+    yield mido.MetaMessage("track_name", name=name, time=0)
+    yield from messages
 
 
 def score_midi(rows: pl.DataFrame, segment_seconds: float) -> bytes | None:
@@ -123,29 +171,22 @@ def score_midi(rows: pl.DataFrame, segment_seconds: float) -> bytes | None:
         nxt if anchored else start + segment_seconds
         for start, nxt, anchored in zip(starts, [*starts[1:], 0.0], follows, strict=True)
     ]
-    events = _deduplicated(
-        [
-            event
-            for path, start, end in zip(rows["midi_path"], starts, ends, strict=True)
-            for event in _segment_events(Path(path), start, end - start)
-        ]
-    )
-    conductor = [e for e in events if e.message.is_meta]
+    meta: list[_Event] = []
+    notes = _ChannelEvents()
+    for path, start, end in zip(rows["midi_path"], starts, ends, strict=True):
+        _segment_events(Path(path), start, end - start, meta, notes)
+    conductor = _deduplicated(meta)
+    ticks = _tick_map([e for e in conductor if e.message.type == "set_tempo"])
     conductor += [
         _Event(start, 0, mido.MetaMessage("marker", text=scene))
         for start, scene, transition in rows.select("start_s", "scene", "transition").iter_rows()
         if transition in MARKED
     ]
-    ticks = _tick_map([e for e in conductor if e.message.type == "set_tempo"])
     song = mido.MidiFile(type=1, ticks_per_beat=TICKS_PER_BEAT)
-    song.tracks.append(_track("conductor", conductor, ticks))
-    by_channel: dict[int, list[_Event]] = {}
-    for event in events:
-        if not event.message.is_meta:
-            by_channel.setdefault(event.message.channel, []).append(event)
-    for channel, channel_events in sorted(by_channel.items()):
+    song.tracks.append(_named("conductor", _conductor(conductor, ticks)))
+    for channel in notes.channels():
         name = "drums" if channel == DRUM_CHANNEL else ROLE_OF_CHANNEL.get(channel, "part")
-        song.tracks.append(_track(name, channel_events, ticks))
+        song.tracks.append(_named(name, notes.track(channel, ticks)))
     out = io.BytesIO()
     song.save(file=out)
     return out.getvalue()

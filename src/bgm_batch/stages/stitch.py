@@ -55,6 +55,7 @@ import soundfile as sf
 
 from bgm_batch.atomic import atomic_path
 from bgm_batch.audio.protocol import STEM_ROLES
+from bgm_batch.memory import trim
 from bgm_batch.settings import AudioSettings
 
 MIN_FADE_S = 0.01
@@ -71,6 +72,7 @@ LIMITER_CONTEXT = 3  # limiter blocks seen on either side of a committed chunk
 LIMITER_CHUNK = 64  # limiter blocks committed at a time (about 10 s at 48 kHz)
 SILENCE_BLOCK_S = 10.0  # a gap without segments is handed on in blocks of this length
 FLAC_QUEUE = 4  # blocks waiting for the encoder thread
+TRIM_BLOCKS = 32  # blocks (about a segment each) between hand-backs of freed memory
 
 
 @dataclass(frozen=True)
@@ -750,10 +752,12 @@ def _write_pass(
     """Pass 2: assemble, measure the seams, gain, limit, and hand rows 2k, 2k+1 to writer k."""
     try:
         blocks = _assembled(ordered, starts, rate, nominal, seams.watch, roles)
-        for block in blocks:
+        for n, block in enumerate(blocks, 1):
             seams.add(block[:2])
             for out in limiter.push(block * np.float32(gain)):
                 _hand_on(out, writers)
+            if n % TRIM_BLOCKS == 0:
+                trim()  # see bgm_batch.memory: without it the heap grew ~40 MB per hour
         for out in limiter.finish():
             _hand_on(out, writers)
     except BaseException:
