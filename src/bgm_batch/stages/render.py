@@ -75,7 +75,7 @@ from bgm_batch.audio.protocol import (
 from bgm_batch.memory import trim
 from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
-from bgm_batch.stages.stitch import hop_energies, to_pcm24
+from bgm_batch.stages.stitch import from_pcm24, hop_energies, to_pcm24
 from bgm_batch.stages.transitions import ANCHORED
 
 AUDIO_SUFFIX = ".wav"
@@ -384,7 +384,7 @@ def render_segments(
     bar = Progress("render", sum(map(len, runs)), unit="seg", enabled=progress)
     try:
         workers = _workers(backend, settings, runs)
-        if workers > 1 and isinstance(backend, StateContinued):
+        if isinstance(backend, StateContinued) and workers > 1:
             outcome, jobs = _plan(runs, backend, identity, settings)
             bar.update(outcome.reused + len(outcome.failures))
             groups = _contiguous(jobs, max(workers, len(jobs) // JOBS_PER_GROUP))
@@ -402,12 +402,11 @@ def render_segments(
 
 
 def _workers(backend: AudioBackend, settings: AudioSettings, runs: list[list[_Row]]) -> int:
-    """How many threads render: one per core for a backend that continues through its state
-    alone and is safe on several threads (module docstring), else one."""
-    segments = sum(map(len, runs))
-    if backend.name not in PARALLEL_BACKENDS or not isinstance(backend, StateContinued):
+    """How many threads render: one per core for a backend that is safe on several threads
+    (and continues through its state alone: ``render_segments`` checks that), else one."""
+    if backend.name not in PARALLEL_BACKENDS:
         return 1
-    return max(1, min(settings.render_workers or os.cpu_count() or 1, segments))
+    return max(1, min(settings.render_workers or os.cpu_count() or 1, sum(map(len, runs))))
 
 
 def _plan(
@@ -541,7 +540,7 @@ def _render_chunk(
             continue
         meta = store.save(row, key, result, pcm)
         begin, stop = _prompt_window(row, settings, result.sample_rate)
-        prompt = pcm[:, begin:stop].astype(np.float32) * np.float32(2**-31)  # as read back
+        prompt = from_pcm24(pcm[:, begin:stop])
         anchors[r] = _Anchor(key, prompt, result.sample_rate, result.state)
         outcome.finished(meta, reused=False)
 
@@ -549,8 +548,7 @@ def _render_chunk(
 def _loudness_hops(row: _Row, pcm: np.ndarray, rate: int) -> list[float]:
     """K-weighted energy per 100 ms of the segment's own stretch (to where the next segment
     starts), as the stitch will read the samples: its loudness pass, done here in parallel."""
-    own = pcm[:, : round(row.hop_s * rate)].astype(np.float32) * np.float32(2**-31)
-    return hop_energies(own, rate).tolist()
+    return hop_energies(from_pcm24(pcm[:, : round(row.hop_s * rate)]), rate).tolist()
 
 
 def _failure(row: _Row, error: Exception) -> dict[str, Any]:

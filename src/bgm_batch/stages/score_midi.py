@@ -39,8 +39,7 @@ NOTE_OFF_VELOCITY = 64  # the MIDI default for a note-off (mido's too)
 class _Event:
     """A meta message (tempo, key, marker) at an absolute time in the track (seconds)."""
 
-    seconds: float
-    order: int  # at equal times: meta first
+    seconds: float  # (the conductor track keeps equal times in the order gathered)
     message: mido.MetaMessage
 
 
@@ -104,7 +103,7 @@ def _segment_events(
         seconds += message.time
         at = offset + seconds
         if message.type in ("set_tempo", "key_signature") and seconds < until:
-            meta.append(_Event(at, 0, message))
+            meta.append(_Event(at, message))
         elif message.type == "program_change" and seconds < until:
             notes.add(at, "program_change", message.channel, message.program)
         elif message.type == "note_on" and message.velocity and seconds < until:
@@ -144,7 +143,7 @@ def _deduplicated(events: list[_Event]) -> list[_Event]:
 
 
 def _conductor(events: list[_Event], ticks: Callable[[np.ndarray], np.ndarray]) -> Iterator:
-    events = sorted(events, key=lambda e: (e.seconds, e.order))
+    events = sorted(events, key=lambda e: e.seconds)
     at = np.maximum.accumulate(ticks(np.array([e.seconds for e in events])))
     for event, delta in zip(events, np.diff(at, prepend=0).tolist(), strict=True):
         event.message.time = delta  # each event's message is its own
@@ -178,7 +177,7 @@ def score_midi(rows: pl.DataFrame, segment_seconds: float) -> bytes | None:
     conductor = _deduplicated(meta)
     ticks = _tick_map([e for e in conductor if e.message.type == "set_tempo"])
     conductor += [
-        _Event(start, 0, mido.MetaMessage("marker", text=scene))
+        _Event(start, mido.MetaMessage("marker", text=scene))
         for start, scene, transition in rows.select("start_s", "scene", "transition").iter_rows()
         if transition in MARKED
     ]

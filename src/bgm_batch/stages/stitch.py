@@ -112,13 +112,8 @@ class StitchResult:
 def stitch_inputs(frame: pl.DataFrame, stems: bool = False) -> list[StitchInput]:
     """Inputs from a frame with ``audio_path``, ``start_s`` and ``crossfade_s`` (the planned
     frame joined with ``RenderResult.segments``), with each segment's ``stems`` if asked."""
-    extra = {"stems": stems, "loudness_hops": "loudness_hops" in frame.columns}
-    columns = [
-        "audio_path",
-        "start_s",
-        "crossfade_s",
-        *(c for c, wanted in extra.items() if wanted),
-    ]
+    columns = ["audio_path", "start_s", "crossfade_s", *(["stems"] if stems else [])]
+    columns += [c for c in ("loudness_hops",) if c in frame.columns]
     return [
         StitchInput(
             Path(r["audio_path"]),
@@ -450,10 +445,7 @@ def hop_energies(audio: np.ndarray, rate: int) -> np.ndarray:
 
 def integrated_loudness(audio: np.ndarray, rate: int) -> float:
     """BS.1770-4 integrated loudness (LUFS) of (channels, n) audio."""
-    audio = np.atleast_2d(audio)
-    meter = LoudnessMeter(rate, audio.shape[0])
-    meter.add(audio)
-    return meter.lufs()
+    return gated_loudness(hop_energies(audio, rate), round(LOUDNESS_HOP_S * rate))
 
 
 def limit(track: np.ndarray, ceiling: float, rate: int) -> list[tuple[int, int]]:
@@ -686,6 +678,11 @@ def to_pcm24(audio: np.ndarray) -> np.ndarray:
     return (np.minimum(scaled, 2**23 - 1).astype(np.int32)) << 8
 
 
+def from_pcm24(pcm: np.ndarray) -> np.ndarray:
+    """``to_pcm24`` samples as float32, as libsndfile reads their file back."""
+    return pcm.astype(np.float32) * np.float32(2**-31)
+
+
 def stitch_track(
     segments: Sequence[StitchInput],
     settings: AudioSettings,
@@ -757,7 +754,7 @@ def _write_pass(
             for out in limiter.push(block * np.float32(gain)):
                 _hand_on(out, writers)
             if n % TRIM_BLOCKS == 0:
-                trim()  # see bgm_batch.memory: without it the heap grew ~40 MB per hour
+                trim()  # the blocks vary in length: see bgm_batch.memory
         for out in limiter.finish():
             _hand_on(out, writers)
     except BaseException:
