@@ -23,9 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from bgm_batch.flows.local import task
-from prefect import flow
-from prefect.cache_policies import NO_CACHE
+from bgm_batch.flows.local import flow, task
 
 from bgm_batch.data import ingest
 from bgm_batch.errors import BgmError
@@ -61,18 +59,18 @@ class ScoreReport:
     quarantine: pl.DataFrame = field(default_factory=pl.DataFrame)  # every rejected window
 
 
-@task(cache_policy=NO_CACHE)
+@task()
 def load_windows(path: Path, settings: Settings, recording: str | None) -> ingest.IngestResult:
     loaded = ingest.read_recording(path, settings.profile_model, settings.ingest)
     return deliver.select_recording(loaded, recording)
 
 
-@task(cache_policy=NO_CACHE)
+@task()
 def characterize_windows(frame: pl.DataFrame, settings: Settings) -> pl.DataFrame:
     return characterize.characterize(frame, settings.profile_model)
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=5)
 def describe_music(frame: pl.DataFrame, settings: Settings) -> tuple[pl.DataFrame, dict, dict]:
     backend = TEXT_BACKENDS.create(settings.text.backend, settings.text)
     described, stats = narrate.narrate(
@@ -81,7 +79,7 @@ def describe_music(frame: pl.DataFrame, settings: Settings) -> tuple[pl.DataFram
     return described, stats.as_dict(), backend.identity()
 
 
-@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(retries=2, retry_delay_seconds=5)
 def render_music(frame: pl.DataFrame, settings: Settings, work_dir: Path):
     backend = library.audio_backend(frame, settings)
     result = render.render_segments(
@@ -95,22 +93,22 @@ def render_music(frame: pl.DataFrame, settings: Settings, work_dir: Path):
     return result, backend.identity()
 
 
-@task(cache_policy=NO_CACHE)
+@task()
 def pick_music(frame: pl.DataFrame, settings: Settings, out_dir: Path) -> pl.DataFrame:
     return library.pick_tracks(frame, settings, out_dir)
 
 
-@task(cache_policy=NO_CACHE)
+@task()
 def stitch_tracks(frame: pl.DataFrame, rendered, settings: Settings, out_dir: Path):
     return deliver.stitch_recordings(frame, rendered, settings.audio, out_dir)
 
 
-@task(cache_policy=NO_CACHE)
+@task()
 def mux_video(video: Path, track: Path, out: Path, settings: Settings, recording_s: float):
     return mux.mux_video(video, track, out, settings.mux, recording_s=recording_s)
 
 
-@task(cache_policy=NO_CACHE)
+@task()
 def check_media(scored: Path, video: Path, settings: Settings) -> dict:
     return media_check.check_scored_video(scored, video, settings.mux.max_stream_mismatch_seconds)
 

@@ -12,7 +12,7 @@ import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bgm_batch.data.contract import write_parquet
-from bgm_batch.prefect_env import EPHEMERAL_VARS, orchestrated
+from bgm_batch.prefect_env import EPHEMERAL_VARS, SOURCE_VARS, orchestrated
 from bgm_batch.testing.simulate import simulate_frame
 
 
@@ -28,15 +28,45 @@ def test_orchestrated_only_with_an_api_or_an_explicit_temporary_server(monkeypat
         assert orchestrated()
 
 
+def _bare_env(home: Path) -> dict[str, str]:
+    """This environment without any Prefect server or profile choice, Prefect's home at
+    ``home``."""
+    unset = (*SOURCE_VARS, *EPHEMERAL_VARS)
+    return {k: v for k, v in os.environ.items() if k not in unset} | {"PREFECT_HOME": str(home)}
+
+
+def test_prefect_is_imported_only_where_a_server_could_be_configured(tmp_path: Path) -> None:
+    """No settings source: not orchestrated, and Prefect (2 s of imports) never loaded. A
+    profiles file naming a server: Prefect itself decides, and it reports there."""
+    home = tmp_path / "home"
+    home.mkdir()
+    probe = "import sys; from bgm_batch.prefect_env import orchestrated as o; "
+    probe += "print(o(), 'prefect' in sys.modules)"
+    command = [sys.executable, "-c", probe]
+
+    def run() -> str:
+        return subprocess.run(
+            command, env=_bare_env(home), cwd=tmp_path, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    assert run() == "False False"
+    (home / "profiles.toml").write_text(
+        'active = "remote"\n[profiles.remote]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n'
+    )
+    assert run() == "True True"
+
+
 def test_a_local_run_starts_no_prefect_server(tmp_path: Path) -> None:
-    """One window without PREFECT_API_URL: scored, no server process, no Prefect database."""
+    """One window without PREFECT_API_URL: scored, no server process, no Prefect database,
+    and Prefect not even imported."""
     recording = tmp_path / "one.parquet"
     write_parquet(simulate_frame(1, seed=2), recording, "recording")
     home = tmp_path / "prefect-home"
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", *EPHEMERAL_VARS)}
-    env |= {"PREFECT_HOME": str(home), "BGM_TEXT__CACHE_DIR": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "bgm_batch.cli", "score", str(recording), "--quiet"]
-    process = subprocess.Popen([*command, "--out", str(tmp_path / "out")], env=env)
+    env = _bare_env(home) | {"BGM_TEXT__CACHE_DIR": str(tmp_path / "cache")}
+    arguments = ["score", str(recording), "--quiet", "--out", str(tmp_path / "out")]
+    script = "import sys; from bgm_batch.cli import main; code = main(sys.argv[1:]); "
+    script += "assert 'prefect' not in sys.modules, 'Prefect was imported'; sys.exit(code)"
+    process = subprocess.Popen([sys.executable, "-c", script, *arguments], env=env)
     servers = set()
     while process.poll() is None:
         servers |= {pid for pid in _descendants(process.pid) if b"uvicorn" in _cmdline(pid)}

@@ -8,13 +8,14 @@ configured (``PREFECT_API_URL`` in the environment or the active Prefect profile
 temporary local server when they ask for one (``PREFECT_SERVER_ALLOW_EPHEMERAL_MODE=true`` in
 the environment). Otherwise none: the flow's function runs directly and its tasks as plain
 calls (``bgm_batch.flows.local``), without Prefect's retries and run history, and no server
-process is started (so none can be orphaned by a kill). A one-window run then costs its
-stages plus Python's imports, not the seconds a temporary server takes to start.
+process is started (so none can be orphaned by a kill). Prefect is then not even imported
+(2 s): a one-window run costs its stages plus Python's other imports.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ DEFAULTS = {
     "TOKENIZERS_PARALLELISM": "false",
 }
 EPHEMERAL_VARS = ("PREFECT_SERVER_ALLOW_EPHEMERAL_MODE", "PREFECT_SERVER_EPHEMERAL_ENABLED")
+# variables that set a server, or choose where Prefect reads its profiles from
+SOURCE_VARS = ("PREFECT_API_URL", "PREFECT_PROFILE", "PREFECT_PROFILES_PATH")
 
 
 def configure_prefect(home: Path | None = None) -> None:
@@ -44,12 +47,30 @@ def configure_prefect(home: Path | None = None) -> None:
 
 def orchestrated() -> bool:
     """Whether runs report to Prefect: an API URL is configured, or the user's environment
-    asks for a temporary server (Prefect's default profile enabling one does not count)."""
+    asks for a temporary server (Prefect's default profile enabling one does not count).
+    Prefect is asked only when one of its settings sources could name a server: importing
+    it takes about 2 s, which a one-window run should not pay for nothing."""
+    if any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in EPHEMERAL_VARS):
+        return True
+    if "prefect" not in sys.modules and not _may_name_a_server():
+        return False
     from prefect.settings import PREFECT_API_URL
 
-    if PREFECT_API_URL.value():
+    return bool(PREFECT_API_URL.value())
+
+
+def _may_name_a_server() -> bool:
+    """Whether any of Prefect's settings sources exists besides its defaults: the
+    environment, a profiles file, or ``.env``, ``prefect.toml`` or ``pyproject.toml``'s
+    ``[tool.prefect]`` in the working directory. Without one, no API URL can be set."""
+    if any(os.environ.get(k) for k in SOURCE_VARS):
         return True
-    return any(os.environ.get(k, "").lower() in ("1", "true", "yes") for k in EPHEMERAL_VARS)
+    home = os.environ.get("PREFECT_HOME")
+    profiles = Path(home) / "profiles.toml" if home else Path.home() / ".prefect/profiles.toml"
+    if profiles.is_file() or Path(".env").is_file() or Path("prefect.toml").is_file():
+        return True
+    pyproject = Path("pyproject.toml")
+    return pyproject.is_file() and "[tool.prefect" in pyproject.read_text(errors="replace")
 
 
 def run_flow(flow: Any, *args: Any, **kwargs: Any) -> Any:
