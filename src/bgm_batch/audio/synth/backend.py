@@ -62,6 +62,7 @@ UNKNOWN_LICENCE = "unknown: check the licence of the SoundFont {name} before pub
 COMPOSER_REVISION = "4"  # bump when compose.py or the mix below changes the sound
 BLOCK = 64  # FluidSynth renders in 64-sample blocks; notes start on block boundaries
 MAX_RELEASE_S = 2.0
+RELEASE_BLOCK = 64 * BLOCK  # rendered after the note-off until no voice sounds
 OWNER_CHANNELS = 256  # instruments kept loaded (FluidSynth's most channels)
 SILENCE = 1e-3  # -60 dB below its peak: where a cached note's release is cut
 # The note cache forgets the least recently used notes beyond this (some 180 notes: a scene's
@@ -165,16 +166,19 @@ class _FluidSynth:
             self._pinned[bank, program] = channel
 
     @staticmethod
-    def _write(synth: int, frames: int) -> np.ndarray:
-        out = np.zeros((2, frames), dtype=np.float32)
+    def _write(synth: int, out: np.ndarray, start: int, frames: int) -> None:
+        """Render ``frames`` samples into ``out[:, start:start + frames]``."""
+        left, right = out[0, start:], out[1, start:]
         _FluidSynth.library().fluid_synth_write_float(
-            synth, frames, out[0].ctypes.data, 0, 1, out[1].ctypes.data, 0, 1
+            synth, frames, left.ctypes.data, 0, 1, right.ctypes.data, 0, 1
         )
-        return out
 
     def play(self, note: Note) -> np.ndarray:
         """One note alone, from silence to the end of its release, float32 (2, n)."""
         lib = self.library()
+        held = max(BLOCK, -(-round(note.duration * self.sample_rate) // BLOCK) * BLOCK)
+        release = int(MAX_RELEASE_S * self.sample_rate) // RELEASE_BLOCK * RELEASE_BLOCK
+        out = np.empty((2, held + release), dtype=np.float32)
         synth = lib.new_fluid_synth(self._settings)
         try:
             sfont_id = lib.fluid_synth_add_sfont(synth, self._sfont)
@@ -182,25 +186,35 @@ class _FluidSynth:
             self._pin(bank, note.program)
             lib.fluid_synth_program_select(synth, 0, sfont_id, bank, note.program)
             lib.fluid_synth_noteon(synth, 0, note.pitch, note.velocity)
-            held = max(BLOCK, -(-round(note.duration * self.sample_rate) // BLOCK) * BLOCK)
-            chunks = [self._write(synth, held)]
+            self._write(synth, out, 0, held)
             lib.fluid_synth_noteoff(synth, 0, note.pitch)
-            block = 64 * BLOCK
-            for _ in range(int(MAX_RELEASE_S * self.sample_rate) // block):
-                if lib.fluid_synth_get_active_voice_count(synth) == 0:
-                    break
-                chunks.append(self._write(synth, block))
+            end = held
+            while end < out.shape[1] and lib.fluid_synth_get_active_voice_count(synth):
+                self._write(synth, out, end, RELEASE_BLOCK)
+                end += RELEASE_BLOCK
         finally:
             lib.fluid_synth_remove_sfont(synth, self._sfont)
             lib.delete_fluid_synth(synth)
-        audio = np.concatenate(chunks, axis=1)
-        level = np.abs(audio).max(axis=0)
-        loud = np.flatnonzero(level > SILENCE * level.max(initial=0.0))
-        end = loud[-1] + 1 if loud.size else 0
-        fade = min(end, round(0.01 * self.sample_rate))  # a release cut short must not click
-        audio = audio[:, :end]
-        audio[:, end - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
-        return audio
+        return _cut_release(out[:, :end], self.sample_rate)
+
+
+def _cut_release(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``audio`` up to its last sample above ``SILENCE`` of its peak, the last 10 ms faded
+    out (a release cut short must not click). The cut lies in the release: searched from
+    the end, a block at a time."""
+    threshold = SILENCE * np.maximum(audio.max(initial=0.0), -audio.min(initial=0.0))
+    end = audio.shape[1]
+    while end > 0:
+        begin = max(0, end - RELEASE_BLOCK)
+        loud = np.flatnonzero((np.abs(audio[:, begin:end]) > threshold).any(axis=0))
+        if loud.size:
+            end = begin + int(loud[-1]) + 1
+            break
+        end = begin
+    fade = min(end, round(0.01 * sample_rate))
+    audio = audio[:, :end]
+    audio[:, end - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+    return audio
 
 
 class _NoteCache:
@@ -217,25 +231,28 @@ class _NoteCache:
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def get(self, key: tuple) -> np.ndarray | None:
+    def get(self, key: tuple) -> tuple[np.ndarray, np.float32] | None:
+        """The note's 16-bit samples and their scale, if kept."""
         with self._lock:
             stored = self._notes.get(key)
-            if stored is None:
-                return None
-            self._notes.move_to_end(key)
-        return stored[0] * stored[1]
+            if stored is not None:
+                self._notes.move_to_end(key)
+        return stored
 
-    def put(self, key: tuple, audio: np.ndarray) -> np.ndarray:
-        """Keep ``audio`` and return it as every later ``get`` will."""
-        scale = np.float32(max(float(np.abs(audio).max(initial=0.0)), 1e-9) / 32767)
-        pcm = np.rint(audio / scale).astype(np.int16)
+    def put(self, key: tuple, audio: np.ndarray) -> tuple[np.ndarray, np.float32]:
+        """Keep ``audio`` (overwritten on the way) and return it as every later ``get``
+        will: 16-bit samples and the scale that makes them float."""
+        peak = max(float(audio.max(initial=0.0)), -float(audio.min(initial=0.0)), 1e-9)
+        scale = np.float32(peak / 32767)
+        np.rint(np.divide(audio, scale, out=audio), out=audio)
+        pcm = audio.astype(np.int16)
         with self._lock:
             if key not in self._notes:
                 self._notes[key] = (pcm, scale)
                 self._bytes += pcm.nbytes
             while self._bytes > self._capacity and len(self._notes) > 1:
                 self._bytes -= self._notes.popitem(last=False)[1][0].nbytes
-        return pcm * scale
+        return pcm, scale
 
 
 def _impulse_response(sample_rate: int) -> np.ndarray:
@@ -324,7 +341,8 @@ class SynthBackend:
             stems=stems,
         )
 
-    def _note(self, note: Note) -> np.ndarray:
+    def _note(self, note: Note) -> tuple[np.ndarray, np.float32]:
+        """The note's samples from the cache (rendered on a miss): 16-bit, and their scale."""
         key = (
             note.channel == DRUM_CHANNEL,
             note.program,
@@ -333,13 +351,13 @@ class SynthBackend:
             note.duration,
             note.role,
         )
-        audio = self._notes.get(key)
-        if audio is None:
+        stored = self._notes.get(key)
+        if stored is None:
             synth = getattr(self._local, "synth", None)
             if synth is None:
                 synth = self._local.synth = _FluidSynth(self.soundfont, self.sample_rate)
-            audio = self._notes.put(key, synth.play(note) * np.float32(ROLE_GAIN[note.role]))
-        return audio
+            stored = self._notes.put(key, synth.play(note) * np.float32(ROLE_GAIN[note.role]))
+        return stored
 
     def _mix(
         self, arrangement: Arrangement, frames: int, level: float
@@ -355,14 +373,17 @@ class SynthBackend:
     def _dry(self, arrangement: Arrangement, frames: int, by_role: bool) -> dict[str, np.ndarray]:
         """The notes placed at their onsets: one buffer per role, or all in one (key "")."""
         dry: dict[str, np.ndarray] = {}
+        scaled = np.empty((2, frames), dtype=np.float32)  # one note's float samples
         for note in arrangement.notes:
             start = round(note.start * self.sample_rate)
             skip = round(note.skip * self.sample_rate)
-            audio = self._note(note)[:, skip : skip + frames - start]
+            pcm, scale = self._note(note)
+            part = pcm[:, skip : skip + frames - start]
             role = note.role if by_role else ""
             if role not in dry:
                 dry[role] = np.zeros((2, frames), dtype=np.float32)
-            dry[role][:, start : start + audio.shape[1]] += audio
+            played = np.multiply(part, scale, out=scaled[:, : part.shape[1]])
+            dry[role][:, start : start + part.shape[1]] += played
         return dry or {"": np.zeros((2, frames), dtype=np.float32)}
 
     def _wet(self, dry: np.ndarray) -> np.ndarray:
