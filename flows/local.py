@@ -43,7 +43,7 @@ class _Lazy:
         return getattr(prefect, self._make)(**options, **self._options)(self.fn)
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # copy, pickle and friends probe these: not Prefect's
+        if name.startswith("_"):  # private, or probed by copy and pickle: not Prefect's
             raise AttributeError(name)
         return getattr(self.prefect, name)
 
