@@ -100,12 +100,16 @@ def pick_music(frame: pl.DataFrame, settings: Settings, out_dir: Path) -> pl.Dat
 
 @task()
 def stitch_tracks(frame: pl.DataFrame, rendered, settings: Settings, out_dir: Path):
-    return deliver.stitch_recordings(frame, rendered, settings.audio, out_dir)
+    return deliver.stitch_recordings(
+        frame, rendered, settings.audio, out_dir, progress=settings.progress
+    )
 
 
 @task()
 def mux_video(video: Path, track: Path, out: Path, settings: Settings, recording_s: float):
-    return mux.mux_video(video, track, out, settings.mux, recording_s=recording_s)
+    return mux.mux_video(
+        video, track, out, settings.mux, recording_s=recording_s, progress=settings.progress
+    )
 
 
 @task()

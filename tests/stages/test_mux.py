@@ -326,6 +326,25 @@ def test_parts_encoded_in_parallel_join_without_a_seam(
     assert split.true_peak_dbtp == pytest.approx(whole.true_peak_dbtp, abs=0.2)
 
 
+def test_progress_follows_each_pass_over_the_mix(
+    silent_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # four parts on four threads report into one display per pass
+    monkeypatch.setattr(mux, "MIN_PART_SECONDS", 3.0)
+    monkeypatch.setattr(mux.os, "cpu_count", lambda: 4)
+    track = _track(tmp_path / "track.flac", LONG_VIDEO_S)
+    mux_video(silent_video, track, tmp_path / "scored.mp4", MuxSettings(), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    passes = [line.split(":")[1].strip() for line in lines]
+    assert passes[0] == "mix" and "loudness" in passes and passes[-1] == "verify"
+    assert passes.index("encode") > passes.index("loudness")
+    for name in ("mix", "loudness", "encode"):
+        counts = [int(line.split()[2].split("/")[0]) for line in lines if f": {name}:" in line]
+        total = int(next(line for line in lines if f": {name}:" in line).split()[2].split("/")[1])
+        assert counts == sorted(counts) and counts[-1] == total  # steady, and to the end
+    assert lines[-1].startswith("mux: verify: 4/4 part (100%")
+
+
 def test_a_heavily_limited_mix_masters_in_one_encode(
     gameplay_video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

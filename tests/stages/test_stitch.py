@@ -61,6 +61,13 @@ def test_segments_start_on_their_windows_and_the_track_covers_them():
     assert result.seams["crossfade_s"].to_list() == pytest.approx([0.5] * 3, abs=0.004)
 
 
+def test_progress_counts_the_segments_placed(capsys):
+    inputs = [StitchInput(noise(2.5, i), 2.0 * i, 0.5, RATE) for i in range(4)]
+    stitch.stitch_track(inputs, SETTINGS, Path("track.flac"), progress=True)
+    lines = capsys.readouterr().err.splitlines()  # not a terminal: a line per tenth
+    assert [line.split(" (")[0] for line in lines] == [f"stitch: {k}/4 seg" for k in (1, 2, 3, 4)]
+
+
 def test_equal_power_seams_keep_the_level_for_unrelated_and_for_identical_audio():
     loud = SETTINGS.model_copy(update={"target_lufs": -20.0})
     unrelated = stitch_track(

@@ -68,10 +68,15 @@ def stems_dir(out_dir: Path, recording: str, recordings: list[str]) -> Path:
 
 
 def stitch_recordings(
-    frame: pl.DataFrame, rendered: RenderResult, settings: AudioSettings, out_dir: Path
+    frame: pl.DataFrame,
+    rendered: RenderResult,
+    settings: AudioSettings,
+    out_dir: Path,
+    *,
+    progress: bool = False,
 ) -> Tracks:
     """Stitch each recording's rendered segments into its track file (and its stems with
-    ``settings.stems``)."""
+    ``settings.stems``), showing the progress of each if asked."""
     joined = frame.join(rendered.segments, on=["recording", "index"], how="inner").sort(
         "recording", "index"
     )
@@ -84,7 +89,7 @@ def stitch_recordings(
         if stems is not None:
             stems.mkdir(exist_ok=True)
         inputs = stitch.stitch_inputs(part, stems=settings.stems)
-        result = stitch.stitch_track(inputs, settings, paths[recording], stems)
+        result = stitch.stitch_track(inputs, settings, paths[recording], stems, progress=progress)
         offsets.append(
             part.select("recording", "index", "duration_s").with_columns(
                 pl.Series("audio_offset_s", result.offsets_s, dtype=pl.Float64)

@@ -23,8 +23,9 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from itertools import pairwise
@@ -37,6 +38,7 @@ import soundfile as sf
 
 from bgm_batch.atomic import atomic_path
 from bgm_batch.errors import BgmError
+from bgm_batch.progress import Progress
 from bgm_batch.settings import MuxSettings
 from bgm_batch.stages.stitch import LoudnessMeter
 
@@ -418,7 +420,12 @@ def _pcm_blocks(stream: BinaryIO) -> Iterator[np.ndarray]:
 
 
 def _render_mix(
-    video: Path, music: _PlacedMusic, info: MediaInfo, settings: MuxSettings, mix: Path
+    video: Path,
+    music: _PlacedMusic,
+    info: MediaInfo,
+    settings: MuxSettings,
+    mix: Path,
+    progress: bool,
 ) -> tuple[float, AudioPath]:
     """Compute the mix once and keep it as raw float32 stereo in ``mix``: the encodes read it
     back instead of decoding and mixing again. Its integrated loudness is measured here while
@@ -427,10 +434,12 @@ def _render_mix(
     args = node.output("pipe:", format="f32le", ac=2, ar=settings.sample_rate).get_args()
     meter = LoudnessMeter(settings.sample_rate)
     log = mix.with_suffix(".log")
-    with open(mix, "wb") as out, _ffmpeg(args, log, stdout=subprocess.PIPE) as proc:
+    made = _Seconds("mix", info.duration_s * settings.sample_rate, settings.sample_rate, progress)
+    with made, open(mix, "wb") as out, _ffmpeg(args, log, stdout=subprocess.PIPE) as proc:
         for block in _pcm_blocks(proc.stdout):
             out.write(block)
             meter.add(block.T)
+            made(len(block))
     _check(proc, log, f"mixing {video} with {music.track}")
     return meter.lufs(), path
 
@@ -443,14 +452,58 @@ def _parts(frames: int, rate: int) -> list[tuple[int, int]]:
     return list(pairwise([0, *inner, frames]))
 
 
-def _feed(mix: Path, first: int, last: int, sink: BinaryIO) -> None:
-    """Write samples [first, last) of the raw mix to ``sink``."""
+def _feed(mix: Path, first: int, last: int, sink: BinaryIO, fed: _Seconds) -> None:
+    """Write samples [first, last) of the raw mix to ``sink``, counting them in ``fed``."""
     with open(mix, "rb") as source:
         source.seek(first * 8)
         left = (last - first) * 8
         while left > 0 and (data := source.read(min(left, STREAM_BLOCK * 8))):
             sink.write(data)
             left -= len(data)
+            fed(len(data) // 8)
+
+
+class _Seconds:
+    """Progress of one pass over the mix in seconds of audio, from frame counts that
+    several threads may report (``bgm_batch.progress``; an hour's pass takes a minute)."""
+
+    def __init__(self, desc: str, frames: float, rate: int, enabled: bool) -> None:
+        self._bar = Progress(f"mux: {desc}", int(frames // rate), unit="s", enabled=enabled)
+        self._rate, self._frames, self._shown, self._lock = rate, 0, 0, threading.Lock()
+
+    def __call__(self, frames: int) -> None:
+        with self._lock:
+            self._frames += frames
+            seconds = min(self._frames // self._rate, self._bar.total)
+            if seconds > self._shown:
+                self._bar.update(seconds - self._shown)
+                self._shown = seconds
+
+    def __enter__(self) -> _Seconds:
+        return self
+
+    def __exit__(self, error: type[BaseException] | None, *exc: object) -> None:
+        if error is None:  # the pass is done, whatever rounding left of its last second
+            self(self._bar.total * self._rate)
+        self._bar.close()
+
+
+def _span(part: tuple[int, int], frames: int, rate: int) -> tuple[int, int, int]:
+    """Where a part's output begins (``OVERLAP_FRAMES`` AAC frames early after the first
+    part), and the samples [first, last) fed to its limiter (``PART_LEAD_S`` more on either
+    side); see ``_limit_part``."""
+    lo, hi = part
+    lead = round(PART_LEAD_S * rate)
+    begin = lo - (OVERLAP_FRAMES * AAC_FRAME if lo else 0)
+    return begin, max(0, begin - lead), min(frames, hi + lead)
+
+
+def _feed_progress(
+    desc: str, parts: list[tuple[int, int]], frames: int, rate: int, enabled: bool
+) -> _Seconds:
+    """The progress of a pass that feeds ``parts`` of the mix to their limiters."""
+    fed = sum(last - first for _, first, last in (_span(p, frames, rate) for p in parts))
+    return _Seconds(desc, fed, rate, enabled)
 
 
 def _limit_part(
@@ -460,6 +513,7 @@ def _limit_part(
     rate: int,
     then: tuple[str, list[str]],
     log: Path,
+    fed: _Seconds,
 ) -> str:
     """Run ffmpeg on mix samples ``part`` = [lo, hi), gained and limited (``levels``: gain dB,
     true-peak ceiling dBTP), then ``then`` (filters to append, output arguments); its log.
@@ -472,10 +526,7 @@ def _limit_part(
     the neighbouring part's; the encoder sees past ``hi`` to choose its last frames' windows
     as one encoder would.
     """
-    frames, (lo, hi) = mix.stat().st_size // 8, part
-    lead = round(PART_LEAD_S * rate)
-    begin = lo - (OVERLAP_FRAMES * AAC_FRAME if lo else 0)
-    first, last = max(0, begin - lead), min(frames, hi + lead)
+    begin, first, last = _span(part, mix.stat().st_size // 8, rate)
     gain_db, ceiling_dbtp = levels
     limit = 10.0 ** ((ceiling_dbtp - LIMITER_TRUE_PEAK_DB) / 20.0)
     chain = f"volume={gain_db:.4f}dB,alimiter=limit={limit:.6f}:level=0:latency=1:attack=5"
@@ -483,27 +534,40 @@ def _limit_part(
     args = ["-f", "f32le", "-ar", str(rate), "-ac", "2", "-i", "pipe:", "-af", chain, *then[1]]
     # a broken pipe means ffmpeg stopped: its log says why (below)
     with suppress(BrokenPipeError), _ffmpeg(args, log, "info", stdin=subprocess.PIPE) as proc:
-        _feed(mix, first, last, proc.stdin)
+        _feed(mix, first, last, proc.stdin, fed)
         proc.stdin.close()
     return _check(proc, log, "limiting and encoding the mix")
 
 
 def _encode_part(
-    mix: Path, part: tuple[int, int], levels: tuple[float, float], rate: int, out: Path
+    mix: Path,
+    part: tuple[int, int],
+    levels: tuple[float, float],
+    rate: int,
+    out: Path,
+    fed: _Seconds,
 ) -> None:
     """Encode mix samples ``part``, gained and limited, as ADTS AAC to ``out``."""
     aac = ["-c:a", "aac", "-b:a", AAC_BITRATE, *AAC_OPTIONS, "-f", "adts", "-y", str(out)]
-    _limit_part(mix, part, levels, rate, ("", aac), out.with_suffix(".log"))
+    _limit_part(mix, part, levels, rate, ("", aac), out.with_suffix(".log"), fed)
 
 
-def _limited_loudness(mix: Path, levels: tuple[float, float], rate: int, workdir: Path) -> float:
+def _limited_loudness(
+    mix: Path, levels: tuple[float, float], rate: int, workdir: Path, progress: bool
+) -> float:
     """Integrated loudness of the mix as gained and limited with ``levels``, without the AAC
     encoder (a few times cheaper than an encode), its parts measured in parallel."""
-    parts = _parts(mix.stat().st_size // 8, rate)
+    frames = mix.stat().st_size // 8
+    parts = _parts(frames, rate)
     meter = (",ebur128=framelog=info", ["-f", "null", "-"])
-    with ThreadPoolExecutor(len(parts)) as pool:
+    with (
+        _feed_progress("loudness", parts, frames, rate, progress) as fed,
+        ThreadPoolExecutor(len(parts)) as pool,
+    ):
         logs = pool.map(
-            lambda k: _limit_part(mix, parts[k], levels, rate, meter, workdir / f"limit{k}.log"),
+            lambda k: _limit_part(
+                mix, parts[k], levels, rate, meter, workdir / f"limit{k}.log", fed
+            ),
             range(len(parts)),
         )
         momentary = [np.array(_MOMENTARY.findall(text), dtype=float) for text in logs]
@@ -511,7 +575,12 @@ def _limited_loudness(mix: Path, levels: tuple[float, float], rate: int, workdir
 
 
 def _settle_gain(
-    mix: Path, levels: tuple[float, float], target: float, rate: int, workdir: Path
+    mix: Path,
+    levels: tuple[float, float],
+    target: float,
+    rate: int,
+    workdir: Path,
+    progress: bool,
 ) -> float:
     """The gain (dB) that brings the limited mix to ``target`` LUFS, found on the limited mix
     (cheap) rather than by encodes: what the limiter takes off is given back, and from the
@@ -520,7 +589,7 @@ def _settle_gain(
     gain_db, ceiling_dbtp = levels
     previous: tuple[float, float] | None = None
     for _ in range(GAIN_PASSES):
-        loudness = _limited_loudness(mix, (gain_db, ceiling_dbtp), rate, workdir)
+        loudness = _limited_loudness(mix, (gain_db, ceiling_dbtp), rate, workdir, progress)
         if abs(target - loudness) <= GAIN_TOLERANCE_LU:
             break
         slope = 1.0
@@ -591,21 +660,27 @@ def _gated_loudness(momentary: np.ndarray) -> float:
         return -0.691 + 10.0 * math.log10(energy[gated].mean())
 
 
-def _encode(mix: Path, levels: tuple[float, float], rate: int, workdir: Path) -> list[list[bytes]]:
+def _encode(
+    mix: Path, levels: tuple[float, float], rate: int, workdir: Path, progress: bool
+) -> list[list[bytes]]:
     """The mastered mix as AAC frames per part (``levels``: gain dB, true-peak ceiling
     dBTP), the parts limited and encoded in parallel (see ``_encode_part``)."""
-    parts = _parts(mix.stat().st_size // 8, rate)
+    frames = mix.stat().st_size // 8
+    parts = _parts(frames, rate)
     files = [workdir / f"part{k}.aac" for k in range(len(parts))]
-    with ThreadPoolExecutor(len(parts)) as pool:
+    with (
+        _feed_progress("encode", parts, frames, rate, progress) as fed,
+        ThreadPoolExecutor(len(parts)) as pool,
+    ):
         for job in [
-            pool.submit(_encode_part, mix, part, levels, rate, file)
+            pool.submit(_encode_part, mix, part, levels, rate, file, fed)
             for part, file in zip(parts, files, strict=True)
         ]:
             job.result()
     return _kept(parts, files)
 
 
-def _measure_aac(kept: list[list[bytes]], workdir: Path) -> Loudness:
+def _measure_aac(kept: list[list[bytes]], workdir: Path, progress: bool) -> Loudness:
     """Integrated loudness and true peak of the joined parts as a player decodes them, the
     parts measured in parallel, each after the frame that precedes it in the joined stream
     (the decoder overlaps it with the part's first frame, as it will in the file). One part
@@ -613,8 +688,15 @@ def _measure_aac(kept: list[list[bytes]], workdir: Path) -> Loudness:
     are gated together from their 400 ms blocks."""
     primed = [kept[0], *([*before[-1:], *frames] for before, frames in pairwise(kept))]
     paths = [workdir / f"measure{k}.aac" for k in range(len(kept))]
-    with ThreadPoolExecutor(len(kept)) as pool:
-        measured = list(pool.map(_measure_part, primed, paths))
+    with (
+        Progress("mux: verify", len(kept), unit="part", enabled=progress) as bar,
+        ThreadPoolExecutor(len(kept)) as pool,
+    ):
+        jobs = [pool.submit(_measure_part, p, path) for p, path in zip(primed, paths, strict=True)]
+        for job in as_completed(jobs):
+            job.result()
+            bar.update()
+        measured = [job.result() for job in jobs]
     if len(measured) == 1:
         return measured[0][1]
     momentary = np.concatenate([blocks for blocks, _ in measured])
@@ -648,6 +730,7 @@ def mux_video(
     settings: MuxSettings,
     *,
     recording_s: float | None = None,
+    progress: bool = False,
 ) -> MuxReport:
     """Write ``out``: ``video``'s picture (copied) with the mastered mix under it, as AAC.
 
@@ -658,7 +741,8 @@ def mux_video(
     back, and with more headroom should AAC have pushed a peak over the ceiling. Only then
     is it muxed under the video. ``recording_s`` is the recording's length for the fit
     check; the track's length stands in for it when not given (the track covers the
-    recording's windows).
+    recording's windows). ``progress`` shows each pass over the mix (``bgm_batch.progress``:
+    an hour of video takes minutes).
     """
     _require("ffmpeg")
     info = probe_media(video)
@@ -674,7 +758,7 @@ def mux_video(
         work = Path(tmpdir)
         music = _place_music(Path(track), info.duration_s, settings, work)
         mix = work / "mix.f32"
-        mix_lufs, path = _render_mix(Path(video), music, info, settings, mix)
+        mix_lufs, path = _render_mix(Path(video), music, info, settings, mix, progress)
         silent = mix_lufs <= SILENCE_LUFS  # nothing to bring to the target
         gain_db = 0.0 if silent else settings.target_lufs - mix_lufs
         headroom = AAC_HEADROOM_DB
@@ -682,9 +766,9 @@ def mux_video(
             ceiling_dbtp = settings.true_peak_dbtp - headroom
             if not silent:
                 levels = (gain_db, ceiling_dbtp)
-                gain_db = _settle_gain(mix, levels, settings.target_lufs, rate, work)
-            kept = _encode(mix, (gain_db, ceiling_dbtp), rate, work)
-            final = _measure_aac(kept, work)
+                gain_db = _settle_gain(mix, levels, settings.target_lufs, rate, work, progress)
+            kept = _encode(mix, (gain_db, ceiling_dbtp), rate, work, progress)
+            final = _measure_aac(kept, work, progress)
             over = final.true_peak_dbtp - (settings.true_peak_dbtp - METER_MARGIN_DB)
             short = 0.0 if silent else settings.target_lufs - final.integrated_lufs
             if over <= 0 and abs(short) <= LOUDNESS_TOLERANCE_LU:

@@ -57,6 +57,7 @@ import soundfile as sf
 from bgm_batch.atomic import atomic_path
 from bgm_batch.audio.protocol import STEM_ROLES
 from bgm_batch.memory import trim
+from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
 
 MIN_FADE_S = 0.01
@@ -244,13 +245,15 @@ def _assembled(
     nominal: int,
     watch: Watch,
     roles: Sequence[str] = (),
+    done: Callable[[int], object] = lambda _: None,
 ) -> Iterator[np.ndarray]:
     """The track, crossfaded from the segments (sorted by start), as consecutive blocks of
     final samples: a block ends where the next segment starts. ``watch`` learns each seam's
     stretch and crossfade length, and each window's middle, before their samples are handed
     on (for the seam metric). With ``roles`` each block also carries the stems (two rows per
     role after the mix's two), cut and faded exactly as the mix: every decision (where to
-    cut, how the crossfade bends) is taken on the mix's rows."""
+    cut, how the crossfade bends) is taken on the mix's rows. ``done(1)`` is called as each
+    segment is placed."""
     lengths = [_frames(s, rate) for s in segments]
     total = max(s + n for s, n in zip(starts, lengths, strict=True))
     min_fade = round(MIN_FADE_S * rate)
@@ -292,6 +295,7 @@ def _assembled(
         if i + 1 == len(segments) or not fades[i + 1]:  # nothing follows: fade the tail out
             fade_out = min(max(end - (start + nominal), min_fade), cut - start)
             placed[:, cut - start - fade_out :] *= _fades(fade_out)[0]
+        done(1)
     yield from pending.flush(total)
 
 
@@ -685,11 +689,14 @@ def stitch_track(
     settings: AudioSettings,
     path: Path,
     stems_dir: Path | None = None,
+    *,
+    progress: bool = False,
 ) -> StitchResult:
     """Crossfade, place, normalise, measure and write ``path`` (24-bit FLAC, atomically);
     see the module docstring. With ``stems_dir``, every role that plays in some segment's
     ``stems`` is written there as ``<role>.wav`` (24-bit), assembled, gained and limited
-    sample for sample as the track, so the stems sum to it."""
+    sample for sample as the track, so the stems sum to it. ``progress`` shows the segments
+    placed (``bgm_batch.progress``: a 10-hour track takes minutes)."""
     if not segments:
         raise ValueError("nothing to stitch")
     rate = settings.sample_rate
@@ -714,7 +721,9 @@ def stitch_track(
         _Writer(p, rate, _wav_format(ordered, starts, rate)) for p in stem_paths.values()
     ]
     gain, meter = 10 ** (gain_db / 20), LoudnessMeter(rate)
-    _write_pass(ordered, starts, rate, nominal, roles, gain, limiter, meter, writers, seams)
+    with Progress("stitch", len(ordered), unit="seg", enabled=progress) as bar:
+        blocks = _assembled(ordered, starts, rate, nominal, seams.watch, roles, bar.update)
+        _write_pass(blocks, gain, limiter, meter, writers, seams)
     offsets = [0.0] * len(segments)
     for i, start in zip(order, starts, strict=True):
         offsets[i] = start / rate
@@ -732,21 +741,16 @@ def stitch_track(
 
 
 def _write_pass(
-    ordered: list[StitchInput],
-    starts: list[int],
-    rate: int,
-    nominal: int,
-    roles: Sequence[str],
+    blocks: Iterator[np.ndarray],
     gain: float,
     limiter: _StreamLimiter,
     meter: LoudnessMeter,
     writers: list[_Writer],
     seams: _SeamMeter,
 ) -> None:
-    """Pass 2: assemble, measure the seams, gain, limit, meter the track (rows 0-1), and
-    hand rows 2k, 2k+1 to writer k."""
+    """Pass 2 over the assembled ``blocks``: measure the seams, gain, limit, meter the track
+    (rows 0-1), and hand rows 2k, 2k+1 to writer k."""
     try:
-        blocks = _assembled(ordered, starts, rate, nominal, seams.watch, roles)
         for n, block in enumerate(blocks, 1):
             seams.add(block[:2])
             for out in limiter.push(block * np.float32(gain)):
