@@ -153,7 +153,7 @@ def score_session(
         frame = plan_transitions(frame, settings.profile_model)
         frame = pick_music(frame, settings, out_dir)
     with _timed(timings, "render"):
-        rendered, audio_id = render_music(frame, settings, out_dir / "segments")
+        rendered, audio_id = render_music(frame, settings, out_dir / render.WORK_DIR)
     generated = Generated(loaded, frame, rendered, text_id, audio_id, text_stats)
     return deliver_outputs(
         generated, Path(input_path), out_dir, settings, video, timings, command=command

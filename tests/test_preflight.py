@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import huggingface_hub.constants
 import pytest
@@ -158,6 +159,28 @@ def test_output_folder_must_be_writable(capture: Path, tmp_path: Path) -> None:
     blocker.write_text("x")
     (problem,) = _problems(Settings(), capture, blocker / "out")
     assert problem.startswith(f"--out {blocker / 'out'}: cannot write there (")
+
+
+def test_too_little_disk_is_refused_with_what_the_run_needs(
+    capture: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import bgm_batch.preflight as checks
+
+    out, free = tmp_path / "out", {"bytes": 10**6}
+    monkeypatch.setattr(checks.shutil, "disk_usage", lambda _: SimpleNamespace(free=free["bytes"]))
+    (problem,) = _problems(Settings(), capture, out)
+    needed = checks.disk_needed(30.0, None, Settings())  # the capture's three windows
+    assert problem == (
+        f"--out {out}: 1 MB free, but 30 s of gameplay needs about "
+        f"{sum(needed.values()) / 1e6:.0f} MB there while it is scored (work files "
+        f"{needed['work files'] / 1e6:.0f} MB, track {needed['track'] / 1e6:.0f} MB): "
+        "free some space or choose another --out"
+    )
+    # the work files of a killed run are reused: only the rest must fit
+    free["bytes"] = int(sum(needed.values())) - 2 * 10**6
+    (out / "segments").mkdir()
+    (out / "segments" / "000000.wav").write_bytes(bytes(3 * 10**6))
+    preflight(Settings(), input_path=capture, out_dir=out)
 
 
 def test_score_fails_in_seconds_with_one_line_per_problem(

@@ -17,6 +17,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import polars as pl
+
+from bgm_batch.audio.protocol import STEM_ROLES
 from bgm_batch.errors import BgmError
 from bgm_batch.settings import Settings
 
@@ -170,6 +173,72 @@ def _recording_end_s(input_path: Path, settings: Settings, recording: str | None
     return float(loaded.frame["end_s"].max())
 
 
+def disk_needed(
+    gameplay_s: float, video: tuple[float, int] | None, settings: Settings
+) -> dict[str, float]:
+    """Bytes a run writes under its output folder at most while it runs, by kind, for
+    ``gameplay_s`` of recording (and a ``video`` of (seconds, bytes)): 24-bit work files of
+    every segment (with its overlap tail; one more per instrument role with stems), the track
+    (at most uncompressed 24-bit; the stems' WAV files), and with a video the mux's raw float
+    scratch and the scored video (the picture copied, the audio at most 256 kbit/s).
+    Measured on an hour (``docs/benchmarks.md``): the work files and the track peaked at
+    1.8 GB, this says 2.2 GB."""
+    audio = settings.audio
+    per_second = 2 * 3 * audio.sample_rate * (1 + (len(STEM_ROLES) if audio.stems else 0))
+    tail = 1 + audio.overlap_seconds / audio.segment_seconds
+    needed = {"work files": gameplay_s * per_second * tail, "track": gameplay_s * per_second}
+    if video is not None:
+        seconds, size = video
+        needed["mux scratch"] = seconds * 2 * 4 * settings.mux.sample_rate
+        needed["scored video"] = size + seconds * 256_000 / 8
+    return needed
+
+
+def _disk_problems(
+    out_dir: Path, input_path: Path, settings: Settings, recording: str | None, video: Path | None
+) -> list[str]:
+    """Enough free space under ``out_dir`` for ``disk_needed``, less the work files a killed
+    run left (a rerun reuses them). An input that cannot be read is left to the import stage
+    to report."""
+    from bgm_batch.data.ingest import read_recording
+    from bgm_batch.stages.deliver import select_recording
+    from bgm_batch.stages.mux import probe_media
+    from bgm_batch.stages.render import WORK_DIR
+
+    try:
+        loaded = select_recording(read_recording(input_path, settings.profile_model), recording)
+    except (BgmError, OSError, ValueError):
+        return []
+    ends = loaded.frame.group_by("recording").agg(pl.col("end_s").max())["end_s"]
+    gameplay_s = float(ends.sum()) if len(ends) else 0.0
+    media = (probe_media(video).duration_s, video.stat().st_size) if video is not None else None
+    needed = disk_needed(gameplay_s, media, settings)
+    total = sum(needed.values()) - _bytes_under(out_dir / WORK_DIR)
+    free = shutil.disk_usage(out_dir).free
+    if free >= total:
+        return []
+    parts = ", ".join(f"{kind} {_size(size)}" for kind, size in needed.items())
+    return [
+        f"--out {out_dir}: {_size(free)} free, but {_length(gameplay_s)} of gameplay needs about "
+        f"{_size(total)} there while it is scored ({parts}): free some space or choose "
+        "another --out"
+    ]
+
+
+def _length(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _size(size: float) -> str:
+    return f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{size / 1e6:.0f} MB"
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def _video_problems(
     video: Path, input_path: Path, settings: Settings, recording: str | None
 ) -> list[str]:
@@ -208,5 +277,8 @@ def preflight(
     problems += _output_problems(Path(out_dir))
     if video is not None:
         problems += _video_problems(Path(video), Path(input_path), settings, recording)
+    if not problems:  # the input and the video are readable, the folder writable
+        video_path = Path(video) if video is not None else None
+        problems += _disk_problems(Path(out_dir), Path(input_path), settings, recording, video_path)
     if problems:
         raise PreflightError(problems)

@@ -79,6 +79,7 @@ from bgm_batch.stages.stitch import from_pcm24, hop_energies, to_pcm24
 from bgm_batch.stages.transitions import ANCHORED
 
 AUDIO_SUFFIX = ".wav"
+WORK_DIR = "segments"  # the work files' folder under a score's output folder
 STEMS_SCHEMA = pl.Struct({role: pl.String for role in STEM_ROLES})  # role -> work file or null
 PARALLEL_BACKENDS = {"synth"}  # registry backends that may render on several threads at once
 JOBS_PER_GROUP = 8  # planned segments handed out at a time: the cores finish together
