@@ -474,17 +474,20 @@ class _Seconds:
     def __call__(self, frames: int) -> None:
         with self._lock:
             self._frames += frames
-            seconds = min(self._frames // self._rate, self._bar.total)
-            if seconds > self._shown:
-                self._bar.update(seconds - self._shown)
-                self._shown = seconds
+            self._show(self._frames // self._rate)
+
+    def _show(self, seconds: int) -> None:
+        seconds = min(seconds, self._bar.total)
+        if seconds > self._shown:
+            self._bar.update(seconds - self._shown)
+            self._shown = seconds
 
     def __enter__(self) -> _Seconds:
         return self
 
     def __exit__(self, error: type[BaseException] | None, *exc: object) -> None:
         if error is None:  # the pass is done, whatever rounding left of its last second
-            self(self._bar.total * self._rate)
+            self._show(self._bar.total)
         self._bar.close()
 
 
