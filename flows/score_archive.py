@@ -271,7 +271,9 @@ def _share_pooled_time(jobs: list[_Job], seconds: float) -> None:
 def _deliver(
     jobs: list[_Job], generated: dict[str, Generated], settings: Settings
 ) -> tuple[list[dict], dict[str, float]]:
-    """Deliver every rendered recording in parallel; report rows and summed stage times."""
+    """Deliver every rendered recording in parallel; report rows and summed stage times.
+    Without the stitch's and the mux's progress displays: several at once would garble."""
+    settings = settings.model_copy(update={"progress": False})
     futures = [
         (
             job,

@@ -41,8 +41,9 @@ def mixed_archive(root: Path) -> Path:
     return root
 
 
-def archive(root: Path, out: Path, *extra: str) -> int:
-    return main(["archive", str(root), "--out", str(out), "--no-progress", *extra])
+def archive(root: Path, out: Path, *extra: str, progress: bool = False) -> int:
+    quiet = [] if progress else ["--no-progress"]
+    return main(["archive", str(root), "--out", str(out), *quiet, *extra])
 
 
 def statuses(out: Path) -> dict[str, tuple[str, int]]:
@@ -51,11 +52,13 @@ def statuses(out: Path) -> dict[str, tuple[str, int]]:
 
 
 def test_mixed_archive_scores_isolates_failures_and_skips_unchanged(
-    prefect_api, isolated_cache, tmp_path
+    prefect_api, isolated_cache, tmp_path, capsys
 ) -> None:
     root, out = mixed_archive(tmp_path / "root"), tmp_path / "out"
 
-    assert archive(root, out) == 1  # D and B's video failed: non-zero, report written anyway
+    assert archive(root, out, progress=True) == 1  # D and B's video failed: non-zero
+    shown = capsys.readouterr().err
+    assert "render:" in shown and "stitch:" not in shown  # parallel deliveries: no displays
     assert statuses(out) == {
         A: ("scored", 4),
         B: ("failed", 3),
