@@ -12,16 +12,23 @@ Models: a local folder must exist; a hub id must be in the hub cache when offlin
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from bgm_batch.audio.protocol import STEM_ROLES
 from bgm_batch.errors import BgmError
 from bgm_batch.settings import Settings
+
+if TYPE_CHECKING:
+    from bgm_batch.data.ingest import IngestResult
+    from bgm_batch.stages.mux import MediaInfo
 
 
 class PreflightError(BgmError):
@@ -156,12 +163,36 @@ def _output_problems(out_dir: Path) -> list[str]:
     return []
 
 
-def _recording_end_s(input_path: Path, settings: Settings, recording: str | None) -> float:
-    """Capture time at which the recording's last window ends (ingest is cheap)."""
-    from bgm_batch.data.ingest import read_recording
-    from bgm_batch.stages.deliver import select_recording
+@dataclass
+class _Sources:
+    """The input recording and the video, each read at most once whatever checks ask
+    (ingest and a probe are cheap, but not free); a read that fails raises again."""
 
-    loaded = select_recording(read_recording(input_path, settings.profile_model), recording)
+    input_path: Path
+    settings: Settings
+    recording: str | None
+    video: Path | None
+
+    @functools.cached_property
+    def loaded(self) -> IngestResult:
+        """The selected recording(s), as the import stage will read them."""
+        from bgm_batch.data.ingest import read_recording
+        from bgm_batch.stages.deliver import select_recording
+
+        read = read_recording(self.input_path, self.settings.profile_model)
+        return select_recording(read, self.recording)
+
+    @functools.cached_property
+    def video_info(self) -> MediaInfo:
+        from bgm_batch.stages.mux import probe_media
+
+        assert self.video is not None
+        return probe_media(self.video)
+
+
+def _recording_end_s(sources: _Sources) -> float:
+    """Capture time at which the recording's last window ends."""
+    loaded, input_path = sources.loaded, sources.input_path
     recordings = loaded.recordings()
     if len(recordings) > 1:
         raise BgmError(
@@ -194,25 +225,21 @@ def disk_needed(
     return needed
 
 
-def _disk_problems(
-    out_dir: Path, input_path: Path, settings: Settings, recording: str | None, video: Path | None
-) -> list[str]:
+def _disk_problems(out_dir: Path, sources: _Sources) -> list[str]:
     """Enough free space under ``out_dir`` for ``disk_needed``, less the work files a killed
     run left (a rerun reuses them). An input that cannot be read is left to the import stage
     to report."""
-    from bgm_batch.data.ingest import read_recording
-    from bgm_batch.stages.deliver import select_recording
-    from bgm_batch.stages.mux import probe_media
     from bgm_batch.stages.render import WORK_DIR
 
     try:
-        loaded = select_recording(read_recording(input_path, settings.profile_model), recording)
+        loaded = sources.loaded
     except (BgmError, OSError, ValueError):
         return []
     ends = loaded.frame.group_by("recording").agg(pl.col("end_s").max())["end_s"]
     gameplay_s = float(ends.sum()) if len(ends) else 0.0
-    media = (probe_media(video).duration_s, video.stat().st_size) if video is not None else None
-    needed = disk_needed(gameplay_s, media, settings)
+    video = sources.video
+    media = (sources.video_info.duration_s, video.stat().st_size) if video else None
+    needed = disk_needed(gameplay_s, media, sources.settings)
     total = sum(needed.values()) - _bytes_under(out_dir / WORK_DIR)
     free = shutil.disk_usage(out_dir).free
     if free >= total:
@@ -239,24 +266,21 @@ def _bytes_under(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _video_problems(
-    video: Path, input_path: Path, settings: Settings, recording: str | None
-) -> list[str]:
+def _video_problems(video: Path, sources: _Sources) -> list[str]:
     """ffmpeg present, the video readable with a picture, long enough for the recording (when
     the input exists to say how long that is)."""
-    from bgm_batch.stages.mux import check_fit, probe_media
+    from bgm_batch.stages.mux import check_fit
 
     if not video.is_file():
         return [f"--video {video}: no such file"]
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
         return ["ffmpeg/ffprobe not found on PATH (needed for --video): apt-get install ffmpeg"]
     try:
-        info = probe_media(video)
+        info = sources.video_info
         if info.video_codec is None:
             return [f"--video {video}: holds no video stream"]
-        if input_path.exists():
-            recording_s = _recording_end_s(input_path, settings, recording)
-            check_fit(info.duration_s, recording_s, settings.mux)
+        if sources.input_path.exists():
+            check_fit(info.duration_s, _recording_end_s(sources), sources.settings.mux)
     except (BgmError, ValueError) as exc:
         return [f"--video {exc}" if str(exc).startswith(str(video)) else str(exc)]
     return []
@@ -275,10 +299,11 @@ def preflight(
     problems += _backend_problems(settings)
     problems += _model_problems(settings)
     problems += _output_problems(Path(out_dir))
+    video = Path(video) if video is not None else None
+    sources = _Sources(Path(input_path), settings, recording, video)
     if video is not None:
-        problems += _video_problems(Path(video), Path(input_path), settings, recording)
+        problems += _video_problems(video, sources)
     if not problems:  # the input and the video are readable, the folder writable
-        video_path = Path(video) if video is not None else None
-        problems += _disk_problems(Path(out_dir), Path(input_path), settings, recording, video_path)
+        problems += _disk_problems(Path(out_dir), sources)
     if problems:
         raise PreflightError(problems)

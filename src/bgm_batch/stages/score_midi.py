@@ -77,8 +77,7 @@ class _ChannelEvents:
         programs = mine[order[mine] == self.ORDER["program_change"]]
         values = np.frombuffer(self.data, dtype=np.uint8)[programs]
         mine = mine[~np.isin(mine, programs[1:][values[1:] == values[:-1]])]
-        at = np.maximum.accumulate(ticks(seconds[mine]))
-        deltas = np.diff(at, prepend=0)
+        deltas = _delta_ticks(seconds[mine], ticks)
         kinds = {v: k for k, v in self.ORDER.items()}
         for i, delta in zip(mine, deltas, strict=True):  # one message at a time: no lists
             kind, value, time = kinds[self.order[i]], self.data[i], int(delta)
@@ -116,6 +115,11 @@ def _segment_events(
             notes.add(at, "note_off", message.channel, message.note, NOTE_OFF_VELOCITY)
 
 
+def _delta_ticks(seconds: np.ndarray, ticks: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Delta ticks of events in time order (rounding never steps back in time)."""
+    return np.diff(np.maximum.accumulate(ticks(seconds)), prepend=0)
+
+
 def _tick_map(tempos: list[_Event]) -> Callable[[np.ndarray], np.ndarray]:
     """Seconds -> ticks under the track's tempo map (120 BPM until its first ``set_tempo``)."""
     starts = np.array([0.0] + [e.seconds for e in tempos])
@@ -144,8 +148,8 @@ def _deduplicated(events: list[_Event]) -> list[_Event]:
 
 def _conductor(events: list[_Event], ticks: Callable[[np.ndarray], np.ndarray]) -> Iterator:
     events = sorted(events, key=lambda e: e.seconds)
-    at = np.maximum.accumulate(ticks(np.array([e.seconds for e in events])))
-    for event, delta in zip(events, np.diff(at, prepend=0).tolist(), strict=True):
+    deltas = _delta_ticks(np.array([e.seconds for e in events]), ticks)
+    for event, delta in zip(events, deltas.tolist(), strict=True):
         event.message.time = delta  # each event's message is its own
         yield event.message
 

@@ -115,7 +115,8 @@ def stitch_inputs(frame: pl.DataFrame, stems: bool = False) -> list[StitchInput]
     """Inputs from a frame with ``audio_path``, ``start_s`` and ``crossfade_s`` (the planned
     frame joined with ``RenderResult.segments``), with each segment's ``stems`` if asked."""
     columns = ["audio_path", "start_s", "crossfade_s", *(["stems"] if stems else [])]
-    columns += [c for c in ("loudness_hops",) if c in frame.columns]
+    if "loudness_hops" in frame.columns:
+        columns.append("loudness_hops")
     return [
         StitchInput(
             Path(r["audio_path"]),
