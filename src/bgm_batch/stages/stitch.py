@@ -503,41 +503,39 @@ def _frame_stats(mono: np.ndarray) -> tuple[float, float]:
 
 
 class _SeamMeter:
-    """The seam metric over a stream: the mid signal is kept only from the earliest stretch
-    still waiting for its samples."""
+    """The seam metric over a stream: each stretch watched keeps the mid signal of its own
+    samples only (about a fifth of the track), measured once it has streamed past."""
 
     def __init__(self, rate: int):
         self.rate = rate
-        self._mono = np.zeros(0, dtype=np.float32)
-        self._origin = 0  # track sample of _mono[0]
-        self._waiting: list[tuple[int, int, int]] = []
+        self._end = 0  # track samples streamed so far
+        self._waiting: list[tuple[int, int, int, list[np.ndarray]]] = []
         self._seams: list[tuple[float, float, float, float]] = []
         self._inside: list[tuple[float, float]] = []
 
     def watch(self, first: int, last: int, fade: int) -> None:
         """Measure [first, last) once it has streamed past: a seam of ``fade`` samples, or
-        a stretch inside a segment (``fade`` -1)."""
-        self._waiting.append((first, last, fade))
+        a stretch inside a segment (``fade`` -1). Called before its samples arrive."""
+        self._waiting.append((first, last, fade, []))
 
     def add(self, block: np.ndarray) -> None:
         """The next samples of the track."""
-        self._mono = np.concatenate([self._mono, block.mean(axis=0)])
-        end = self._origin + len(self._mono)
+        start, self._end = self._end, self._end + block.shape[1]
         waiting = []
-        for first, last, fade in self._waiting:
-            if last > end:
-                waiting.append((first, last, fade))
+        for first, last, fade, parts in self._waiting:
+            lo, hi = max(first, start), min(last, self._end)
+            if lo < hi:
+                parts.append(block[:, lo - start : hi - start].mean(axis=0))
+            if last > self._end:
+                waiting.append((first, last, fade, parts))
                 continue
-            stats = _frame_stats(self._mono[max(first - self._origin, 0) : last - self._origin])
+            stats = _frame_stats(np.concatenate(parts) if parts else np.zeros(0, np.float32))
             if fade < 0:
                 self._inside.append(stats)
             else:
                 margin = round(METRIC_MARGIN_S * self.rate)
                 self._seams.append(((first + margin) / self.rate, fade / self.rate, *stats))
         self._waiting = waiting
-        keep = min([first for first, _, _ in waiting], default=end)
-        drop = min(max(keep - self._origin, 0), len(self._mono))
-        self._mono, self._origin = self._mono[drop:], self._origin + drop
 
     def table(self) -> pl.DataFrame:
         """Seam statistics and their ratio to the same statistics inside the segments."""
