@@ -8,7 +8,7 @@ import mido
 import polars as pl
 
 from bgm_batch.audio.synth.compose import arrange, parse_caption, to_midi
-from bgm_batch.stages.score_midi import score_midi, write_score_midis
+from bgm_batch.stages.score_midi import _in_seconds, score_midi, write_score_midis
 
 PLAINS = "A calm, warm classical piece at 92 BPM in G major, with soft piano and strings."
 FIGHT = "Tense epic cinematic music at 150 BPM in E minor, with pounding drums and brass."
@@ -112,3 +112,34 @@ def test_a_long_recording_holds_its_notes_compactly(tmp_path):
     (short, _), (long, size) = peak(5), peak(25)
     assert size > 20 * 5 * owned  # every note there: on and off, at least 2 bytes each
     assert (long - short) / (20 * owned) < 200
+
+
+def test_segment_times_match_midos_own_iteration():
+    """The score reads each segment's messages with their times in seconds without mido's
+    copies: the same messages, order and float times as iterating the ``MidiFile``, here on
+    a file with tempo changes inside it, messages tied across tracks and an end-of-track
+    marker that carries time."""
+    midi = mido.MidiFile(type=1, ticks_per_beat=96)
+    conductor = mido.MidiTrack(
+        [
+            mido.MetaMessage("set_tempo", tempo=600_000, time=0),
+            mido.MetaMessage("set_tempo", tempo=410_000, time=37),
+            mido.MetaMessage("key_signature", key="Em", time=0),
+            mido.MetaMessage("set_tempo", tempo=1_000_003, time=211),
+            mido.MetaMessage("end_of_track", time=5),
+        ]
+    )
+    notes = mido.MidiTrack()
+    for step, pitch in enumerate((60, 64, 67, 72, 76)):
+        notes.append(mido.Message("note_on", note=pitch, velocity=80, time=37 if step else 0))
+        notes.append(mido.Message("note_off", note=pitch, time=53 + step))
+    notes.append(mido.MetaMessage("end_of_track", time=0))
+    midi.tracks += [conductor, notes]
+
+    expected, seconds = [], 0.0
+    for message in midi:
+        seconds += message.time
+        if message.type != "end_of_track":
+            expected.append((seconds, message.copy(time=0)))
+    got = [(at, message.copy(time=0)) for at, message in _in_seconds(midi)]
+    assert got == expected

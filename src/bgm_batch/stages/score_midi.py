@@ -33,6 +33,7 @@ DRUM_CHANNEL = 9
 MARKED = ("start", "change", "restart")
 STATED = {"set_tempo": "tempo", "key_signature": "key"}
 NOTE_OFF_VELOCITY = 64  # the MIDI default for a note-off (mido's too)
+DEFAULT_TEMPO = 500_000  # microseconds per beat before any set_tempo (120 BPM)
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,7 @@ def _segment_events(
     ``until`` seconds (with their note-offs, wherever they fall), tempo and key changes
     before it."""
     sounding: set[tuple[int, int]] = set()
-    seconds = 0.0
-    for message in mido.MidiFile(path):  # merged tracks, delta times in seconds
-        seconds += message.time
+    for seconds, message in _in_seconds(mido.MidiFile(path)):
         at = offset + seconds
         if message.type in ("set_tempo", "key_signature") and seconds < until:
             meta.append(_Event(at, message))
@@ -113,6 +112,29 @@ def _segment_events(
         ):
             sounding.discard((message.channel, message.note))
             notes.add(at, "note_off", message.channel, message.note, NOTE_OFF_VELOCITY)
+
+
+def _in_seconds(midi: mido.MidiFile) -> Iterator[tuple[float, mido.Message]]:
+    """The file's messages (end-of-track markers left out) in time order, ties in track
+    order, each with its time in seconds: the times that iterating a ``mido.MidiFile`` gives,
+    summed the same way, without the three copies of every message that iteration makes
+    (a fifth of the time an hour's score took)."""
+    timed = []
+    for track in midi.tracks:
+        ticks = 0
+        for message in track:
+            ticks += message.time
+            if message.type != "end_of_track":
+                timed.append((ticks, message))
+    timed.sort(key=lambda item: item[0])  # stable
+    tempo, seconds, last = DEFAULT_TEMPO, 0.0, 0
+    for ticks, message in timed:
+        if ticks > last:
+            seconds += mido.tick2second(ticks - last, midi.ticks_per_beat, tempo)
+            last = ticks
+        yield seconds, message
+        if message.type == "set_tempo":
+            tempo = message.tempo
 
 
 def _delta_ticks(seconds: np.ndarray, ticks: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
