@@ -4,6 +4,7 @@ ducking depth and mastering (loudness and true peak measured independently of ff
 from __future__ import annotations
 
 import subprocess
+from itertools import pairwise
 from pathlib import Path
 
 import ffmpeg
@@ -395,3 +396,34 @@ def test_mux_refuses_a_video_far_from_the_recording(game_video: Path, tmp_path: 
     with pytest.raises(LengthMismatchError, match=r"6\.0 s but the recording 100\.0 s"):
         mux_video(game_video, track, tmp_path / "out.mp4", MuxSettings(), recording_s=100.0)
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_gain_passes_measure_only_the_blocks_inside_their_spans(tmp_path: Path) -> None:
+    # a quiet mix, loud in two stretches: measured there, with 2 s of quiet lead on either
+    # side fed to the limiter, only the loud blocks may count
+    rng = np.random.default_rng(3)
+    audio = rng.standard_normal((60 * SR, 2)).astype(np.float32) * np.float32(0.01)
+    spans = [(10 * SR, 20 * SR), (40 * SR, 50 * SR)]
+    for lo, hi in spans:
+        audio[lo:hi] *= 10
+    mix = tmp_path / "mix.f32"
+    audio.tofile(mix)
+    fed = mux._Seconds("loudness", 28 * SR, SR, False)
+    blocks = mux._limited_blocks(mix, spans, (0.0, 0.0), SR, tmp_path / "limit.log", fed)
+    loud = pyloudnorm.Meter(SR).integrated_loudness(audio[10 * SR : 20 * SR])
+    assert len(blocks) == 2 * 97  # 400 ms blocks every 100 ms, wholly inside 10 s, twice
+    assert np.all(np.abs(blocks - loud) < 0.5)  # none reaches into the quiet leads
+    assert mux._gated_loudness(blocks) == pytest.approx(loud, abs=0.1)
+
+
+def test_a_long_mix_gets_its_gain_from_a_quarter_of_it() -> None:
+    hour, short = 3600 * SR, 600 * SR
+    assert mux._measured_spans(short, SR) == [[part] for part in mux._parts(short, SR)]
+    groups = mux._measured_spans(hour, SR)
+    parts = mux._parts(hour, SR)
+    assert len(groups) == len(parts)
+    stretches = [span for group in groups for span in group]
+    assert sum(hi - lo for lo, hi in stretches) == hour // 4
+    assert all(hi <= lo for (_, hi), (lo, _) in pairwise(stretches))  # in order, apart
+    for group, (first, last) in zip(groups, parts, strict=True):  # each in its part's ffmpeg
+        assert all(first <= lo < last for lo, _ in group)
