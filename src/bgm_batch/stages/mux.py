@@ -8,9 +8,10 @@ keyed on the game audio, subtracted from the music: the depth is exact, never mo
 with it. The mix is then mastered: resampled to ``sample_rate`` whatever the source's rate,
 computed once into a raw scratch file while its loudness is measured (BS.1770), brought to
 ``target_lufs`` (the gain that gives back what the limiter takes is found on limiter-only
-passes, over a systematic quarter of a long mix) and held under the true-peak ceiling by a 48 kHz limiter aiming lower by a
-measured margin, encoded as AAC in parallel parts (one per core) joined frame-exactly, and
-measured again as decoded by ffmpeg's ebur128 before it is muxed. The scratch, beside the
+passes, over a systematic quarter of a long mix) and held under the true-peak ceiling by a
+48 kHz limiter aiming lower by a measured margin, encoded as AAC in parallel parts (one per
+core) joined frame-exactly, and measured again, whole, as decoded by ffmpeg's ebur128 before
+it is muxed. The scratch, beside the
 video written, takes about 1.4 GB per hour of video. ``track.flac`` keeps its own loudness
 target for editors who mix themselves.
 """
