@@ -26,6 +26,7 @@ from bgm_batch.stages.mux import (
     mux_video,
     probe_media,
 )
+from bgm_batch.stages.stitch import LoudnessMeter
 from bgm_batch.testing.testvideo import make_test_track, make_test_video
 
 VIDEO_S = 6.0
@@ -409,11 +410,37 @@ def test_gain_passes_measure_only_the_blocks_inside_their_spans(tmp_path: Path) 
     mix = tmp_path / "mix.f32"
     audio.tofile(mix)
     fed = mux._Seconds("loudness", 28 * SR, SR, False)
-    blocks = mux._limited_blocks(mix, spans, (0.0, 0.0), SR, tmp_path / "limit.log", fed)
+    ends, blocks = mux._limited_blocks(mix, spans, (0.0, 0.0), SR, tmp_path / "limit.log", fed)
     loud = pyloudnorm.Meter(SR).integrated_loudness(audio[10 * SR : 20 * SR])
-    assert len(blocks) == 2 * 97  # 400 ms blocks every 100 ms, wholly inside 10 s, twice
+    # 400 ms blocks every 100 ms wholly inside each span, placed where they are in the mix
+    assert ends.tolist() == [*range(104, 201), *range(404, 501)]
     assert np.all(np.abs(blocks - loud) < 0.5)  # none reaches into the quiet leads
     assert mux._gated_loudness(blocks) == pytest.approx(loud, abs=0.1)
+
+
+def test_a_sampled_gain_pass_reads_what_a_whole_one_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a minute whose level jumps every few seconds, gained into the limiter: a quarter of it
+    # measured, corrected by the unlimited mix's loudness there against all of it
+    rng = np.random.default_rng(5)
+    levels = np.repeat(10 ** (rng.uniform(-30, -6, 20) / 20), 3 * SR)
+    audio = (rng.standard_normal((60 * SR, 2)) * levels[:, None]).astype(np.float32)
+    mix = tmp_path / "mix.f32"
+    audio.tofile(mix)
+    meter = LoudnessMeter(SR)
+    meter.add(audio.T)
+    raw = mux._MixLoudness.of(meter)
+    mastering = (-14.0 - raw.lufs + 4.0, -1.0 - mux.AAC_HEADROOM_DB)  # 4 dB into the limiter
+    monkeypatch.setattr(mux, "MIN_PART_SECONDS", 20.0)
+    whole = mux._limited_loudness(mix, mastering, SR, tmp_path, False, raw)
+    assert whole < -14.0 + 4.0 - 0.5  # the limiter takes its share
+    sampled = {"SAMPLE_MIN_S": 30.0, "SAMPLE_STRETCH_S": 2.0, "SAMPLE_EVERY_S": 8.0}
+    for name, value in sampled.items():
+        monkeypatch.setattr(mux, name, value)
+    assert sum(len(g) for g in mux._measured_spans(60 * SR, SR)) == 7
+    estimate = mux._limited_loudness(mix, mastering, SR, tmp_path, False, raw)
+    assert estimate == pytest.approx(whole, abs=0.3)
 
 
 def test_a_long_mix_gets_its_gain_from_a_quarter_of_it() -> None:
