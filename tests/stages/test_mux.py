@@ -454,3 +454,25 @@ def test_a_long_mix_gets_its_gain_from_a_quarter_of_it() -> None:
     assert all(hi <= lo for (_, hi), (lo, _) in pairwise(stretches))  # in order, apart
     for group, (first, last) in zip(groups, parts, strict=True):  # each in its part's ffmpeg
         assert all(first <= lo < last for lo, _ in group)
+
+
+def test_a_sample_without_sound_is_measured_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sound only where the sample does not look: the pass measures the whole mix instead
+    rng = np.random.default_rng(8)
+    audio = np.zeros((60 * SR, 2), dtype=np.float32)
+    audio[: 2 * SR] = rng.standard_normal((2 * SR, 2)) * np.float32(0.1)
+    mix = tmp_path / "mix.f32"
+    audio.tofile(mix)
+    meter = LoudnessMeter(SR)
+    meter.add(audio.T)
+    raw = mux._MixLoudness.of(meter)
+    levels = (0.0, 0.0)
+    whole = mux._limited_loudness(mix, levels, SR, tmp_path, False, raw)
+    sampled = {"SAMPLE_MIN_S": 30.0, "SAMPLE_STRETCH_S": 2.0, "SAMPLE_EVERY_S": 8.0}
+    for name, value in sampled.items():
+        monkeypatch.setattr(mux, name, value)
+    assert all(lo >= 3 * SR for group in mux._measured_spans(60 * SR, SR) for lo, _ in group)
+    assert mux._limited_loudness(mix, levels, SR, tmp_path, False, raw) == pytest.approx(whole)
+    assert whole == pytest.approx(raw.lufs, abs=0.2)
