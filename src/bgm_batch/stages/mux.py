@@ -11,9 +11,8 @@ computed once into a raw scratch file while its loudness is measured (BS.1770), 
 passes, over a systematic quarter of a long mix) and held under the true-peak ceiling by a
 48 kHz limiter aiming lower by a measured margin, encoded as AAC in parallel parts (one per
 core) joined frame-exactly, and measured again, whole, as decoded by ffmpeg's ebur128 before
-it is muxed. The scratch, beside the
-video written, takes about 1.4 GB per hour of video. ``track.flac`` keeps its own loudness
-target for editors who mix themselves.
+it is muxed. The scratch, beside the video written, takes about 1.4 GB per hour of video.
+``track.flac`` keeps its own loudness target for editors who mix themselves.
 """
 
 from __future__ import annotations
@@ -671,7 +670,7 @@ def _limited_blocks(
     rate: int,
     log: Path,
     fed: _Seconds,
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     """Where in the mix (the 100 ms hop they end at) and how loud (momentary, LUFS) the
     400 ms blocks are that lie inside ``spans`` of the mix gained and limited with
     ``levels``: one ffmpeg is fed each span with its leads (``_fed_spans``) one after the
