@@ -476,3 +476,12 @@ def test_a_sample_without_sound_is_measured_whole(
     assert all(lo >= 3 * SR for group in mux._measured_spans(60 * SR, SR) for lo, _ in group)
     assert mux._limited_loudness(mix, levels, SR, tmp_path, False, raw) == pytest.approx(whole)
     assert whole == pytest.approx(raw.lufs, abs=0.2)
+
+
+@pytest.mark.skipif(not hasattr(mux.fcntl, "F_GETPIPE_SZ"), reason="Linux pipes only")
+def test_ffmpeg_streams_through_wide_pipes(tmp_path: Path) -> None:
+    # a 64 KB pipe stalled ffmpeg writing an hour's mix some 20,000 times
+    args = ["-f", "lavfi", "-i", "anullsrc=d=0.1", "-f", "f32le", "pipe:"]
+    with mux._ffmpeg(args, tmp_path / "log", stdout=subprocess.PIPE) as proc:
+        size = mux.fcntl.fcntl(proc.stdout.fileno(), mux.fcntl.F_GETPIPE_SZ)
+        assert proc.stdout.read() and size == mux.PIPE_BYTES
