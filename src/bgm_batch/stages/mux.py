@@ -40,7 +40,13 @@ from bgm_batch.atomic import atomic_path
 from bgm_batch.errors import BgmError
 from bgm_batch.progress import Progress
 from bgm_batch.settings import MuxSettings
-from bgm_batch.stages.stitch import LoudnessMeter
+from bgm_batch.stages.stitch import (
+    BLOCK_HOPS,
+    LOUDNESS_BLOCK_S,
+    LOUDNESS_HOP_S,
+    LoudnessMeter,
+    block_energies,
+)
 
 try:  # Unix: ffmpeg's pipes are made larger where the system allows it (see _ffmpeg)
     import fcntl
@@ -441,20 +447,20 @@ def _pcm_blocks(stream: BinaryIO) -> Iterator[np.ndarray]:
 @dataclass(frozen=True)
 class _MixLoudness:
     """The unmastered mix's integrated loudness (LUFS) and the momentary loudness of each of
-    its 400 ms blocks, ``momentary[k]`` the block that ends at 100 ms hop ``k + 4``."""
+    its 400 ms blocks, ``momentary[k]`` the block that ends at 100 ms hop ``k + BLOCK_HOPS``."""
 
     lufs: float
     momentary: np.ndarray
 
     @classmethod
     def of(cls, meter: LoudnessMeter) -> _MixLoudness:
-        per_block = np.convolve(meter.hops(), np.ones(4), "valid") / (4 * meter.hop)
         with np.errstate(divide="ignore"):
-            return cls(meter.lufs(), -0.691 + 10 * np.log10(per_block))
+            momentary = -0.691 + 10 * np.log10(block_energies(meter.hops(), meter.hop))
+        return cls(meter.lufs(), momentary)
 
     def blocks(self, ends: np.ndarray) -> np.ndarray:
         """Momentary loudness of the blocks that end at hops ``ends``."""
-        return self.momentary[np.clip(ends - 4, 0, len(self.momentary) - 1)]
+        return self.momentary[np.clip(ends - BLOCK_HOPS, 0, len(self.momentary) - 1)]
 
 
 def _render_mix(
@@ -621,7 +627,8 @@ def _limited_loudness(
     On ``bench/mux.py``'s hour and on the demo's 31 minutes this was within 0.06 LU of a whole
     measurement, against 0.18 LU for the sample alone. A silent sample is measured again whole."""
     frames = mix.stat().st_size // 8
-    for groups in (_measured_spans(frames, rate), [[part] for part in _parts(frames, rate)]):
+    sampled, whole = _measured_spans(frames, rate), [[part] for part in _parts(frames, rate)]
+    for groups in [sampled] if sampled == whole else [sampled, whole]:
         ends, momentary = _measure_limited(mix, groups, levels, rate, workdir, progress)
         sample = _gated_loudness(raw.blocks(ends))
         if math.isfinite(sample):
@@ -705,8 +712,9 @@ def _limited_blocks(
     ends, momentary = _momentary(_check(proc, log, "measuring the limited mix"))
     hops, kept = [], []
     for (lo, _), (start, end) in zip(spans, inside, strict=True):
-        keep = (ends - 0.4 >= start - 1e-6) & (ends <= end + 1e-6)  # began 400 ms earlier
-        hops.append(np.rint((ends[keep] - start + lo / rate) * 10).astype(np.int64))
+        began = ends - LOUDNESS_BLOCK_S
+        keep = (began >= start - 1e-6) & (ends <= end + 1e-6)
+        hops.append(np.rint((ends[keep] - start + lo / rate) / LOUDNESS_HOP_S).astype(np.int64))
         kept.append(momentary[keep])
     return np.concatenate(hops), np.concatenate(kept)
 
@@ -774,7 +782,7 @@ def _momentary(log: str) -> tuple[np.ndarray, np.ndarray]:
     """From an ebur128 ``framelog``: when each 400 ms block ends (seconds into the stream,
     on the 100 ms grid) and its momentary loudness (LUFS)."""
     found = np.array(_MOMENTARY.findall(log), dtype=float).reshape(-1, 2)
-    return np.round(found[:, 0] * 10) / 10, found[:, 1]
+    return np.round(found[:, 0] / LOUDNESS_HOP_S) * LOUDNESS_HOP_S, found[:, 1]
 
 
 def _measure_part(frames: list[bytes], path: Path) -> tuple[np.ndarray, Loudness]:

@@ -422,13 +422,25 @@ class LoudnessMeter:
         return gated_loudness(self.hops(), self.hop)
 
 
+BLOCK_HOPS = round(LOUDNESS_BLOCK_S / LOUDNESS_HOP_S)  # hops in a 400 ms loudness block
+
+
+def block_energies(hops: np.ndarray, hop: int) -> np.ndarray:
+    """BS.1770's mean square of each 400 ms block (every 100 ms), from K-weighted energies per
+    ``hop`` samples: element k is the block that ends where hop ``k + BLOCK_HOPS`` begins."""
+    if hops.shape[0] < BLOCK_HOPS:
+        return np.zeros(0)
+    return np.lib.stride_tricks.sliding_window_view(hops, BLOCK_HOPS).sum(axis=1) / (
+        BLOCK_HOPS * hop
+    )
+
+
 def gated_loudness(hops: np.ndarray, hop: int) -> float:
     """BS.1770-4 integrated loudness from K-weighted energies per ``hop`` samples, summed
     over the channels: 400 ms blocks every 100 ms, gated at -70 LUFS and -10 LU."""
-    per_block = round(LOUDNESS_BLOCK_S / LOUDNESS_HOP_S)
-    if hops.shape[0] < per_block:
+    z = block_energies(hops, hop)
+    if not z.size:
         return float("-inf")
-    z = np.lib.stride_tricks.sliding_window_view(hops, per_block).sum(axis=1) / (per_block * hop)
     with np.errstate(divide="ignore"):
         block_loudness = -0.691 + 10 * np.log10(z)
         gated = block_loudness >= -70.0
