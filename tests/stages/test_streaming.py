@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bgm_batch.stages.stitch import to_pcm24
+from bgm_batch.audio.pcm24 import to_pcm24
 
 RATE = 48000
 STITCH = """

@@ -65,6 +65,7 @@ import polars as pl
 import soundfile as sf
 
 from bgm_batch.atomic import atomic_path, write_bytes, write_text
+from bgm_batch.audio.pcm24 import from_pcm24, to_pcm24, write_wav24
 from bgm_batch.audio.protocol import (
     STEM_ROLES,
     AudioBackend,
@@ -75,7 +76,7 @@ from bgm_batch.audio.protocol import (
 from bgm_batch.memory import trim
 from bgm_batch.progress import Progress
 from bgm_batch.settings import AudioSettings
-from bgm_batch.stages.stitch import from_pcm24, hop_energies, to_pcm24
+from bgm_batch.stages.stitch import hop_energies
 from bgm_batch.stages.transitions import ANCHORED
 
 AUDIO_SUFFIX = ".wav"
@@ -270,7 +271,7 @@ class _Store:
     ) -> None:
         for path, pcm in files:
             with atomic_path(path) as tmp:
-                sf.write(tmp, pcm.T, rate, format="WAV", subtype="PCM_24")
+                write_wav24(tmp, pcm, rate)
         if midi is not None:
             write_bytes(row.stem.with_suffix(".mid"), midi)
         write_text(row.stem.with_suffix(".json"), json.dumps(meta))

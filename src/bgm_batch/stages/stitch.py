@@ -55,6 +55,7 @@ import polars as pl
 import soundfile as sf
 
 from bgm_batch.atomic import atomic_path
+from bgm_batch.audio.pcm24 import to_pcm24
 from bgm_batch.audio.protocol import STEM_ROLES
 from bgm_batch.memory import trim
 from bgm_batch.progress import Progress
@@ -681,18 +682,6 @@ class _Writer:
             self._error = error
             while block is not None:  # the producer is still writing: let it finish
                 block = self._queue.get()
-
-
-def to_pcm24(audio: np.ndarray) -> np.ndarray:
-    """float32 (channels, n) rounded to 24 bits, as the int32 samples libsndfile writes
-    exactly (a file read back as float32 gives these values divided by 2**31)."""
-    scaled = np.rint(np.clip(audio, -1.0, 1.0) * np.float32(2**23))
-    return (np.minimum(scaled, 2**23 - 1).astype(np.int32)) << 8
-
-
-def from_pcm24(pcm: np.ndarray) -> np.ndarray:
-    """``to_pcm24`` samples as float32, as libsndfile reads their file back."""
-    return pcm.astype(np.float32) * np.float32(2**-31)
 
 
 def stitch_track(
