@@ -10,7 +10,7 @@ import pyloudnorm
 import pytest
 
 from bgm_batch.audio.protocol import AUDIO_BACKENDS, STEM_ROLES, SegmentRequest
-from bgm_batch.audio.synth.backend import SynthBackend
+from bgm_batch.audio.synth.backend import SynthBackend, _NoteCache
 from bgm_batch.audio.synth.compose import key_name, parse_caption
 from bgm_batch.settings import AudioSettings
 
@@ -95,6 +95,47 @@ def test_same_request_same_samples(synth):
     again = synth.render([request(COMBAT, seed=7), request(CALM, seed=3)])[0]
     assert np.array_equal(first.audio, again.audio)
     assert first.midi == again.midi and first.state == again.state
+
+
+def test_the_note_cache_keeps_a_planned_note_until_its_last_use():
+    cache = _NoteCache()
+    note = np.full((2, 100), 0.5, dtype=np.float32)
+    cache.plan("twice")
+    cache.plan("twice")
+    cache.plan("once")
+    cache.put("once", note.copy())  # its only use: not kept
+    assert cache.get("once") is None
+    cache.put("twice", note.copy())
+    assert cache.get("twice") is not None  # the last planned use: forgotten after it
+    assert cache.get("twice") is None
+    cache.put("unplanned", note.copy())  # never announced: kept as least-recently-used
+    assert cache.get("unplanned") is not None and cache.get("unplanned") is not None
+
+
+def test_planning_renders_fewer_notes_and_the_same_samples(monkeypatch):
+    """Segments composed ahead (as the render stage does) sound exactly as unplanned ones,
+    while notes that only one segment plays are not kept in place of those that recur."""
+    segments = [request(c, seed=s) for s in (1, 2) for c in (CALM, COMBAT, CALM)]
+    played = {"plain": 0, "planned": 0}
+    outputs = {}
+    for mode in played:
+        backend = SynthBackend(SETTINGS)
+        backend._notes = _NoteCache(capacity=4 * 2**20)  # a few seconds of notes
+        monkeypatch.setattr(backend, "_new_note", _counting(backend._new_note, played, mode))
+        if mode == "planned":
+            for segment in segments:
+                backend.next_state(segment)
+        outputs[mode] = [backend.render([segment])[0].audio for segment in segments]
+    assert all(map(np.array_equal, outputs["plain"], outputs["planned"]))
+    assert played["planned"] < played["plain"]
+
+
+def _counting(play, counts, mode):
+    def counted(note):
+        counts[mode] += 1
+        return play(note)
+
+    return counted
 
 
 def test_continuation_keeps_key_and_tempo_and_overlaps_seamlessly(synth):
