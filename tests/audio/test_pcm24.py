@@ -40,3 +40,15 @@ def test_any_samples_read_back_exactly(tmp_path_factory, samples: list[int], rat
     assert read_rate == rate
     np.testing.assert_array_equal(back.T, from_pcm24(pcm).reshape(2, -1))
     assert path.read_bytes() == _libsndfile_bytes(path.with_name("ref.wav"), pcm, rate)
+
+
+def test_rounding_at_the_edges_of_the_range() -> None:
+    below_one = np.nextafter(np.float32(1.0), np.float32(0.0))
+    audio = np.array(
+        [[1.0, -1.0, below_one, -below_one, 1.5, -1.5, 2**-24, -(2**-24), 3 * 2**-24]],
+        dtype=np.float32,
+    )
+    pcm = to_pcm24(audio) >> 8  # halves round to even: 2**23 - 0.5 -> 2**23, clipped
+    assert pcm.tolist() == [
+        [2**23 - 1, -(2**23), 2**23 - 1, -(2**23), 2**23 - 1, -(2**23), 0, 0, 2]
+    ]

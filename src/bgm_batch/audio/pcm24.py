@@ -23,8 +23,12 @@ FULL_SCALE = 2**23
 def to_pcm24(audio: np.ndarray) -> np.ndarray:
     """float32 (channels, n) rounded to 24 bits, as the int32 samples libsndfile writes
     exactly (a file read back as float32 gives these values divided by 2**31)."""
-    scaled = np.rint(np.clip(audio, -1.0, 1.0) * np.float32(FULL_SCALE))
-    return (np.minimum(scaled, FULL_SCALE - 1).astype(np.int32)) << 8
+    scaled = np.multiply(audio, np.float32(FULL_SCALE), dtype=np.float32)
+    np.clip(scaled, -FULL_SCALE, FULL_SCALE - 1, out=scaled)  # clipped, then rounded: the
+    np.rint(scaled, out=scaled)  # same as rounding first, in one temporary
+    pcm = scaled.astype(np.int32)
+    pcm <<= 8
+    return pcm
 
 
 def from_pcm24(pcm: np.ndarray) -> np.ndarray:
