@@ -407,8 +407,9 @@ class SynthBackend:
         gain = np.float32(MASTER_GAIN * level)
         dry = self._dry(arrangement, frames, by_role=self.settings.stems)
         if not self.settings.stems:
-            return np.clip(self._wet(dry[""]) * gain, -1.0, 1.0), None
-        return self._split({role: self._wet(part) * gain for role, part in dry.items()})
+            mix = self._wet(dry[""], gain)
+            return np.clip(mix, -1.0, 1.0, out=mix), None
+        return self._split({role: self._wet(part, gain) for role, part in dry.items()})
 
     def _dry(self, arrangement: Arrangement, frames: int, by_role: bool) -> dict[str, np.ndarray]:
         """The notes placed at their onsets: one buffer per role, or all in one (key "")."""
@@ -426,10 +427,14 @@ class SynthBackend:
             dry[role][:, start : start + part.shape[1]] += played
         return dry or {"": np.zeros((2, frames), dtype=np.float32)}
 
-    def _wet(self, dry: np.ndarray) -> np.ndarray:
-        """The dry signal with its share of the hall (linear: the parts' reverbs sum to
-        the reverb of their sum)."""
-        return dry + np.float32(REVERB_WET) * self._reverb(dry.mean(axis=0))
+    def _wet(self, dry: np.ndarray, gain: np.float32) -> np.ndarray:
+        """The dry signal with its share of the hall, times ``gain``, computed in the
+        reverb's buffer (linear: the parts' reverbs sum to the reverb of their sum)."""
+        wet = self._reverb(dry.mean(axis=0))
+        wet *= np.float32(REVERB_WET)
+        wet += dry
+        wet *= gain
+        return wet
 
     @staticmethod
     def _split(parts: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
