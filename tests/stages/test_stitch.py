@@ -16,6 +16,7 @@ from bgm_batch.stages import stitch
 from bgm_batch.stages.stitch import (
     StitchInput,
     StitchResult,
+    _block_peaks,
     _oversampling_filter,
     integrated_loudness,
     k_weighting,
@@ -103,6 +104,13 @@ def test_loudness_target_and_true_peak_ceiling():
     assert result.gain_db > 0
     assert result.true_peak_dbtp <= -1.0 + 1e-6
     assert 20 * np.log10(true_peak(audio)) <= -1.0 + 1e-4
+
+
+@pytest.mark.parametrize("frames", [0, 3, 1024, 2048, 2500])
+def test_block_peaks_over_chunks_and_a_partial_last_block(frames):
+    audio = noise(1.0, 5)[:, :frames]  # blocks of 4: chunks of 1,024 samples
+    brute = [np.abs(audio[:, i : i + 4]).max() for i in range(0, frames, 4)]
+    np.testing.assert_array_equal(_block_peaks(audio, 4), np.array(brute, dtype=np.float32))
 
 
 def test_fast_loudness_and_true_peak_agree_with_the_references():

@@ -328,8 +328,10 @@ def _block_peaks(audio: np.ndarray, block: int) -> np.ndarray:
     peaks = []
     for start in range(0, n, chunk):
         part = np.abs(audio[:, start : start + chunk]).max(axis=0)
-        pad = -part.size % block
-        peaks.append(np.pad(part, (0, pad)).reshape(-1, block).max(axis=1))
+        whole = part.size - part.size % block
+        peaks.append(part[:whole].reshape(-1, block).max(axis=1))
+        if whole < part.size:  # only the last chunk ends in a partial block
+            peaks.append(part[whole:].max(keepdims=True))
     return np.concatenate(peaks) if peaks else np.zeros(0, dtype=np.float32)
 
 
