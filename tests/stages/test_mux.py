@@ -410,7 +410,7 @@ def test_gain_passes_measure_only_the_blocks_inside_their_spans(tmp_path: Path) 
     mix = tmp_path / "mix.f32"
     audio.tofile(mix)
     fed = mux._Seconds("loudness", 28 * SR, SR, False)
-    ends, blocks = mux._limited_blocks(mix, spans, (0.0, 0.0), SR, tmp_path / "limit.log", fed)
+    ends, blocks = mux._limited_blocks(mix, 60 * SR, spans, (0.0, 0.0), SR, tmp_path / "l.log", fed)
     loud = pyloudnorm.Meter(SR).integrated_loudness(audio[10 * SR : 20 * SR])
     # 400 ms blocks every 100 ms wholly inside each span, placed where they are in the mix
     assert ends.tolist() == [*range(104, 201), *range(404, 501)]

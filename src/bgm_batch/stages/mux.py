@@ -46,6 +46,8 @@ from bgm_batch.stages.stitch import (
     LOUDNESS_HOP_S,
     LoudnessMeter,
     block_energies,
+    block_loudness,
+    gated_blocks,
 )
 
 try:  # Unix: ffmpeg's pipes are made larger where the system allows it (see _ffmpeg)
@@ -454,9 +456,7 @@ class _MixLoudness:
 
     @classmethod
     def of(cls, meter: LoudnessMeter) -> _MixLoudness:
-        with np.errstate(divide="ignore"):
-            momentary = -0.691 + 10 * np.log10(block_energies(meter.hops(), meter.hop))
-        return cls(meter.lufs(), momentary)
+        return cls(meter.lufs(), block_loudness(block_energies(meter.hops(), meter.hop)))
 
     def blocks(self, ends: np.ndarray) -> np.ndarray:
         """Momentary loudness of the blocks that end at hops ``ends``."""
@@ -629,7 +629,7 @@ def _limited_loudness(
     frames = mix.stat().st_size // 8
     sampled, whole = _measured_spans(frames, rate), [[part] for part in _parts(frames, rate)]
     for groups in [sampled] if sampled == whole else [sampled, whole]:
-        ends, momentary = _measure_limited(mix, groups, levels, rate, workdir, progress)
+        ends, momentary = _measure_limited(mix, frames, groups, levels, rate, workdir, progress)
         sample = _gated_loudness(raw.blocks(ends))
         if math.isfinite(sample):
             return raw.lufs + _gated_loudness(momentary) - sample
@@ -638,14 +638,15 @@ def _limited_loudness(
 
 def _measure_limited(
     mix: Path,
+    frames: int,
     groups: list[list[tuple[int, int]]],
     levels: tuple[float, float],
     rate: int,
     workdir: Path,
     progress: bool,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``_limited_blocks`` of each group of spans, one ffmpeg per group, in parallel."""
-    frames = mix.stat().st_size // 8
+    """``_limited_blocks`` of each group of spans of the ``frames`` long mix, one ffmpeg per
+    group, in parallel."""
     total = sum(last - first for group in groups for first, last in _fed_spans(group, frames, rate))
     with (
         _Seconds("loudness", total, rate, progress) as fed,
@@ -654,7 +655,7 @@ def _measure_limited(
         measured = list(
             pool.map(
                 lambda k: _limited_blocks(
-                    mix, groups[k], levels, rate, workdir / f"limit{k}.log", fed
+                    mix, frames, groups[k], levels, rate, workdir / f"limit{k}.log", fed
                 ),
                 range(len(groups)),
             )
@@ -686,6 +687,7 @@ def _fed_spans(spans: list[tuple[int, int]], frames: int, rate: int) -> list[tup
 
 def _limited_blocks(
     mix: Path,
+    frames: int,
     spans: list[tuple[int, int]],
     levels: tuple[float, float],
     rate: int,
@@ -693,10 +695,9 @@ def _limited_blocks(
     fed: _Seconds,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where in the mix (the 100 ms hop they end at) and how loud (momentary, LUFS) the
-    400 ms blocks are that lie inside ``spans`` of the mix gained and limited with
-    ``levels``: one ffmpeg is fed each span with its leads (``_fed_spans``) one after the
-    other; the blocks that reach into a lead are left out."""
-    frames = mix.stat().st_size // 8
+    400 ms blocks are that lie inside ``spans`` of the ``frames`` long mix gained and limited
+    with ``levels``: one ffmpeg is fed each span with its leads (``_fed_spans``) one after
+    the other; the blocks that reach into a lead are left out."""
     args = [*_raw_input(rate), "-af", f"{_limiter(levels)},ebur128=framelog=info"]
     inside, offset = [], 0  # each span's [start, end) seconds in the stream fed
     # a broken pipe means ffmpeg stopped: its log says why (below)
@@ -710,9 +711,8 @@ def _limited_blocks(
             offset += last - first
         proc.stdin.close()
     ends, momentary = _momentary(_check(proc, log, "measuring the limited mix"))
-    hops, kept = [], []
+    hops, kept, began = [], [], ends - LOUDNESS_BLOCK_S
     for (lo, _), (start, end) in zip(spans, inside, strict=True):
-        began = ends - LOUDNESS_BLOCK_S
         keep = (began >= start - 1e-6) & (ends <= end + 1e-6)
         hops.append(np.rint((ends[keep] - start + lo / rate) / LOUDNESS_HOP_S).astype(np.int64))
         kept.append(momentary[keep])
@@ -801,15 +801,9 @@ def _measure_part(frames: list[bytes], path: Path) -> tuple[np.ndarray, Loudness
 
 
 def _gated_loudness(momentary: np.ndarray) -> float:
-    """BS.1770 integrated loudness from the 400 ms blocks' loudness: absolute gate at
-    -70 LUFS, relative gate 10 LU under the loudness of the blocks above it."""
-    with np.errstate(divide="ignore"):
-        energy = 10.0 ** ((momentary + 0.691) / 10.0)
-        gated = momentary >= -70.0
-        if not gated.any():
-            return -math.inf
-        gated &= momentary > -0.691 + 10.0 * math.log10(energy[gated].mean()) - 10.0
-        return -0.691 + 10.0 * math.log10(energy[gated].mean())
+    """BS.1770 integrated loudness from the 400 ms blocks' loudness (``gated_blocks`` on
+    the mean squares they stand for)."""
+    return gated_blocks(10.0 ** ((momentary + 0.691) / 10.0))
 
 
 def _encode(

@@ -23,6 +23,7 @@ from pathlib import Path
 import mido
 import numpy as np
 import polars as pl
+from mido.midifiles.midifiles import DEFAULT_TEMPO
 
 from bgm_batch.atomic import write_bytes
 from bgm_batch.stages.transitions import ANCHORED
@@ -33,7 +34,6 @@ DRUM_CHANNEL = 9
 MARKED = ("start", "change", "restart")
 STATED = {"set_tempo": "tempo", "key_signature": "key"}
 NOTE_OFF_VELOCITY = 64  # the MIDI default for a note-off (mido's too)
-DEFAULT_TEMPO = 500_000  # microseconds per beat before any set_tempo (120 BPM)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def _in_seconds(midi: mido.MidiFile) -> Iterator[tuple[float, mido.Message]]:
             if message.type != "end_of_track":
                 timed.append((ticks, message))
     timed.sort(key=lambda item: item[0])  # stable
-    tempo, seconds, last = DEFAULT_TEMPO, 0.0, 0
+    tempo, seconds, last = DEFAULT_TEMPO, 0.0, 0  # mido's 120 BPM before any set_tempo
     for ticks, message in timed:
         if ticks > last:
             seconds += mido.tick2second(ticks - last, midi.ticks_per_beat, tempo)

@@ -441,17 +441,24 @@ def block_energies(hops: np.ndarray, hop: int) -> np.ndarray:
 def gated_loudness(hops: np.ndarray, hop: int) -> float:
     """BS.1770-4 integrated loudness from K-weighted energies per ``hop`` samples, summed
     over the channels: 400 ms blocks every 100 ms, gated at -70 LUFS and -10 LU."""
-    z = block_energies(hops, hop)
-    if not z.size:
-        return float("-inf")
+    return gated_blocks(block_energies(hops, hop))
+
+
+def block_loudness(z: np.ndarray) -> np.ndarray:
+    """The loudness (LUFS) of blocks with mean squares ``z`` (-inf for silence)."""
     with np.errstate(divide="ignore"):
-        block_loudness = -0.691 + 10 * np.log10(z)
-        gated = block_loudness >= -70.0
-        if not gated.any():
-            return float("-inf")
-        relative = -0.691 + 10 * np.log10(z[gated].mean()) - 10.0
-        gated &= block_loudness > relative
-        return float(-0.691 + 10 * np.log10(z[gated].mean()))
+        return -0.691 + 10 * np.log10(z)
+
+
+def gated_blocks(z: np.ndarray) -> float:
+    """BS.1770-4 integrated loudness of blocks with mean squares ``z``: absolute gate at
+    -70 LUFS, relative gate 10 LU under the loudness of the blocks above it."""
+    loudness = block_loudness(z)
+    gated = loudness >= -70.0
+    if not gated.any():
+        return float("-inf")
+    gated &= loudness > float(block_loudness(z[gated].mean())) - 10.0
+    return float(block_loudness(z[gated].mean()))
 
 
 def hop_energies(audio: np.ndarray, rate: int) -> np.ndarray:
