@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 from scipy.signal import upfirdn
 
+from bgm_batch.audio.pcm24 import to_pcm24
 from bgm_batch.settings import AudioSettings
 from bgm_batch.stages import stitch
 from bgm_batch.stages.stitch import (
@@ -230,6 +231,23 @@ def test_a_failed_stitch_leaves_no_track(monkeypatch):
     with pytest.raises(OSError, match="disk gone"):
         stitch.stitch_track(inputs, SETTINGS, Path("track.flac"))
     assert not Path("track.flac").exists() and not list(Path().glob(".*tmp*"))
+
+
+@pytest.mark.parametrize("format", ["FLAC", "WAV"])
+def test_the_writer_writes_the_bytes_libsndfile_writes_by_path(format):
+    """The writer hands libsndfile a descriptor of its own (to start the writing-back early):
+    the file is the one libsndfile writes when given the path."""
+    blocks = [noise(seconds, seed, 0.3) for seed, seconds in enumerate((1.0, 0.37, 2.5))]
+    writer = stitch._Writer(Path("mine"), RATE, format)
+    for block in blocks:
+        writer.write(block)
+    writer.close()
+    options = {"compression_level": 0.0} if format == "FLAC" else {}
+    whole = to_pcm24(np.concatenate(blocks, axis=1)).T
+    sf.write("libsndfile", whole, RATE, "PCM_24", format=format, **options)
+    assert writer.frames == len(whole)
+    assert Path("mine").read_bytes() == Path("libsndfile").read_bytes()
+    assert not list(Path().glob(".*tmp*"))
 
 
 def test_stems_are_stitched_like_the_track_and_sum_to_it(tmp_path):
