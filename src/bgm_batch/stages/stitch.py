@@ -672,8 +672,10 @@ class _Writer:
     def _run(self) -> None:
         block: np.ndarray | None = None
         try:
-            with atomic_path(self._path) as tmp, _written_back(tmp) as fd:
-                out = sf.SoundFile(
+            with (
+                atomic_path(self._path) as tmp,
+                _written_back(tmp) as fd,
+                sf.SoundFile(
                     fd,
                     "w",
                     self._rate,
@@ -682,12 +684,12 @@ class _Writer:
                     format=self._format,
                     closefd=False,
                     **({"compression_level": 0.0} if self._format == "FLAC" else {}),
-                )
-                with out:
-                    while (block := self._queue.get()) is not None:
-                        out.write(to_pcm24(block).T)
-                        self.frames += block.shape[1]
-                        _start_writeback(fd)
+                ) as out,
+            ):
+                while (block := self._queue.get()) is not None:
+                    out.write(to_pcm24(block).T)
+                    self.frames += block.shape[1]
+                    _start_writeback(fd)
                 if self._aborted.is_set():
                     raise RuntimeError("stitching failed: no track written")
         except BaseException as error:  # handed to the producer by write() / close()
