@@ -686,10 +686,11 @@ class _Writer:
                     **({"compression_level": 0.0} if self._format == "FLAC" else {}),
                 ) as out,
             ):
+                written = 0  # bytes of the file handed to the kernel's writing-back
                 while (block := self._queue.get()) is not None:
                     out.write(to_pcm24(block).T)
                     self.frames += block.shape[1]
-                    _start_writeback(fd)
+                    written = _start_writeback(fd, written)
                 if self._aborted.is_set():
                     raise RuntimeError("stitching failed: no track written")
         except BaseException as error:  # handed to the producer by write() / close()
@@ -712,11 +713,14 @@ def _written_back(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
-def _start_writeback(fd: int) -> None:
-    """Ask the kernel to write the file's dirty pages back now, without waiting (and to
-    drop the pages already written: the track need not stay in the page cache)."""
-    if hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+def _start_writeback(fd: int, since: int) -> int:
+    """Ask the kernel to write back what the file gained after byte ``since`` now, without
+    waiting (and to drop the pages already written: the track need not stay in the page
+    cache); where the file ends, the next call's ``since``."""
+    end = os.lseek(fd, 0, os.SEEK_CUR)
+    if end > since and hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, since, end - since, os.POSIX_FADV_DONTNEED)
+    return end
 
 
 def stitch_track(
