@@ -10,7 +10,8 @@ peak disk, what stays on disk) and, between consecutive lengths, the memory slop
 hour of gameplay and the ratio of the peaks.
 
 Run: ``python bench/scale.py`` (1 window, 10 min, 1 h, 3 h) or
-``python bench/scale.py --windows 3600`` (10 h; ``make bench-long``). Linux only (/proc).
+``python bench/scale.py --windows 3600`` (10 h; ``make bench-long``); ``--track-rate 32000``
+to measure a lower render rate. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -85,8 +86,9 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
-def score(windows: int, scratch: Path, interval: float) -> Measured:
-    """Score a simulated recording of ``windows`` windows, sampling memory and disk."""
+def score(windows: int, scratch: Path, interval: float, flags: list[str]) -> Measured:
+    """Score a simulated recording of ``windows`` windows (``flags`` added to ``score``),
+    sampling memory and disk."""
     recording = scratch / f"rec{windows}.parquet"
     write_parquet(simulate_frame(windows, seed=1), recording, "recording")
     out = scratch / f"out{windows}"
@@ -94,7 +96,7 @@ def score(windows: int, scratch: Path, interval: float) -> Measured:
     env["BGM_TEXT__CACHE_DIR"] = str(scratch / f"cache{windows}")
     command = [sys.executable, "-m", "bgm_batch.cli", "score", str(recording), "--out", str(out)]
     started = time.perf_counter()
-    process = subprocess.Popen([*command, "--quiet"], env=env)
+    process = subprocess.Popen([*command, "--quiet", *flags], env=env)
     peak_rss = peak_disk = 0
     while process.poll() is None:
         peak_rss = max(peak_rss, tree_rss(process.pid))
@@ -135,9 +137,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, nargs="+", default=[1, 60, 360, 1080])
     parser.add_argument("--interval", type=float, default=0.2, help="sampling period, s")
+    parser.add_argument("--track-rate", type=int, help="score's --track-rate, Hz (default 48000)")
     args = parser.parse_args()
+    flags = ["--track-rate", str(args.track_rate)] if args.track_rate else []
     with tempfile.TemporaryDirectory(prefix="bgm-scale-") as scratch:
-        results = [score(n, Path(scratch), args.interval) for n in sorted(args.windows)]
+        results = [score(n, Path(scratch), args.interval, flags) for n in sorted(args.windows)]
     report(results)
 
 

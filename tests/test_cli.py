@@ -118,6 +118,19 @@ def test_stems_sum_to_the_track(workspace: Path, isolated_cache) -> None:
     assert sorted(next(iter(report.values()))["stems"]) == [p.stem for p in stems]
 
 
+def test_track_rate_renders_and_masters_at_that_rate(workspace: Path, isolated_cache) -> None:
+    """``--track-rate 32000``: the synth renders at 32 kHz and track.flac is 32 kHz, as long
+    as the recording plus the last segment's tail (``overlap_seconds``), at its loudness
+    target and under its true-peak ceiling."""
+    out = workspace / "rate-run"
+    run("score", workspace / "recording.parquet", "--out", out, "--quiet", "--track-rate", "32000")
+    info = sf.info(out / "track.flac")
+    assert (info.samplerate, info.frames) == (32000, (6 * 10 + 1) * 32000)  # + the last tail
+    report = next(iter(json.loads((out / "manifest.json").read_text())["stitch"].values()))
+    assert report["loudness_lufs"] == pytest.approx(-16.0, abs=0.5)
+    assert report["true_peak_dbtp"] <= -1.0
+
+
 def test_make_pairs_then_finetune_a_tiny_model(workspace: Path) -> None:
     from bgm_batch.testing.tiny_llm import build_tiny_llm
 

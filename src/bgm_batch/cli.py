@@ -286,7 +286,7 @@ def _add_pipeline_options(p: argparse.ArgumentParser) -> None:
         "--stems",
         action="store_true",
         help="also write OUT/stems/<role>.wav: drums, bass, harmony, lead, pad, stinger "
-        "(48 kHz 24-bit, summing to track.flac; synth backend)",
+        "(24-bit at the track's rate, summing to track.flac; synth backend)",
     )
     _add_setting_flags(p)
 
@@ -318,6 +318,12 @@ _SETTING_FLAGS: dict[str, tuple[str, Any, str]] = {
     ),
     "--fit": ("mux.fit", ["trim", "error"], "a video shorter than the recording: cut or refuse"),
     "--track-lufs": ("audio.target_lufs", float, "loudness of track.flac (for editors), LUFS"),
+    "--track-rate": (
+        "audio.sample_rate",
+        int,
+        "sample rate of the render and track.flac, Hz; the synth's cost scales with it "
+        "(32000: about two thirds of the time, nothing above 16 kHz)",
+    ),
     "--overlap": ("audio.overlap_seconds", float, "shortest crossfade between windows, s"),
     "--cache-dir": ("cache_dir", Path, "text cache and Prefect state"),
 }

@@ -52,7 +52,7 @@ class AudioSettings(BaseModel):
     guidance_scale: float = 3.0
     top_k: int = 250
     batch_size: int = Field(16, gt=0)
-    sample_rate: int = 48000
+    sample_rate: int = Field(48000, ge=8000)  # of the render and track.flac
     target_lufs: float = -16.0
     true_peak_dbtp: float = -1.0
     soundfont: Path | None = None
