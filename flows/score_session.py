@@ -80,7 +80,9 @@ def describe_music(frame: pl.DataFrame, settings: Settings) -> tuple[pl.DataFram
 
 
 @task(retries=2, retry_delay_seconds=5)
-def render_music(frame: pl.DataFrame, settings: Settings, work_dir: Path):
+def render_music(
+    frame: pl.DataFrame, settings: Settings, work_dir: Path
+) -> tuple[render.RenderResult, dict[str, str]]:
     backend = library.audio_backend(frame, settings)
     result = render.render_segments(
         frame,
@@ -99,14 +101,18 @@ def pick_music(frame: pl.DataFrame, settings: Settings, out_dir: Path) -> pl.Dat
 
 
 @task()
-def stitch_tracks(frame: pl.DataFrame, rendered, settings: Settings, out_dir: Path):
+def stitch_tracks(
+    frame: pl.DataFrame, rendered: render.RenderResult, settings: Settings, out_dir: Path
+) -> deliver.Tracks:
     return deliver.stitch_recordings(
         frame, rendered, settings.audio, out_dir, progress=settings.progress
     )
 
 
 @task()
-def mux_video(video: Path, track: Path, out: Path, settings: Settings, recording_s: float):
+def mux_video(
+    video: Path, track: Path, out: Path, settings: Settings, recording_s: float
+) -> mux.MuxReport:
     return mux.mux_video(
         video, track, out, settings.mux, recording_s=recording_s, progress=settings.progress
     )

@@ -207,7 +207,9 @@ def _word_match(phrases: Sequence[str], texts: Sequence[str]) -> np.ndarray:
     return np.array([len(wanted & _words(t)) / len(wanted) for t in texts])
 
 
-def bm25(queries: Sequence[str], documents: Sequence[str], k1: float = 1.2, b: float = 0.75):
+def bm25(
+    queries: Sequence[str], documents: Sequence[str], k1: float = 1.2, b: float = 0.75
+) -> np.ndarray:
     """``(queries, documents)`` Okapi BM25 scores, each row divided by its maximum (0..1)."""
     docs = [Counter(_tokens(d)) for d in documents]
     vocab = {w: i for i, w in enumerate(sorted(set().union(*docs)))} if docs else {}

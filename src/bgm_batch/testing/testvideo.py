@@ -18,6 +18,7 @@ import tempfile
 import zlib
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import ffmpeg
 import numpy as np
@@ -46,7 +47,9 @@ _COLOURS = {
 }  # fmt: skip
 
 
-def scene_timeline(snapshots: Sequence[Mapping], window_seconds: float = WINDOW_SECONDS):
+def scene_timeline(
+    snapshots: Sequence[Mapping], window_seconds: float = WINDOW_SECONDS
+) -> list[tuple[float, str]]:
     """``[(start_s, label)]`` for a recording: a new entry wherever the label changes.
 
     The label names the dominant biome and time of day, the weather when it is not clear,
@@ -67,7 +70,10 @@ def scene_timeline(snapshots: Sequence[Mapping], window_seconds: float = WINDOW_
     return timeline
 
 
-def _spans(timeline: Sequence[tuple[float, str]], duration_s: float):
+Spans = list[tuple[float, float, str]]  # (start_s, end_s, label) of each scene
+
+
+def _spans(timeline: Sequence[tuple[float, str]], duration_s: float) -> Spans:
     """``(start, end, label)`` for each timeline entry that starts before ``duration_s``."""
     entries = sorted((s, label) for s, label in timeline if s < duration_s)
     ends = [s for s, _ in entries[1:]] + [duration_s]
@@ -97,7 +103,7 @@ _SCENERY = ((0.12, 0.3, "\u25b2       \u25b2   \u25b2", "0x1f3f1f"),
 _PLAYER = "\u2588"
 
 
-def _picture(duration_s: float, spans, width: int, height: int, fps: int):
+def _picture(duration_s: float, spans: Spans, width: int, height: int, fps: int) -> Any:
     """The video stream: the scene's colour (sky and darker ground), scenery scrolling past,
     a bobbing player, a flashing red border in fights, the scene label and the clock."""
     canvas = ffmpeg.input(f"color=c=black:s=32x18:r={fps}:d={duration_s}", f="lavfi")
@@ -142,7 +148,7 @@ def _picture(duration_s: float, spans, width: int, height: int, fps: int):
     )
 
 
-def _backdrop(canvas, spans):
+def _backdrop(canvas: Any, spans: Spans) -> Any:
     """Scene colours, ground and fight border, painted on a 32x18 canvas: drawbox visits every
     pixel of the frame, which at full size would cost more than everything else together."""
     for start, end, label in spans:
@@ -208,7 +214,7 @@ def _span_audio(label: str, n: int, rate: int, rng: np.random.Generator) -> np.n
     return np.clip(audio, -1.0, 1.0)
 
 
-def _write_audio(path: Path, spans, duration_s: float, rate: int, seed: int) -> None:
+def _write_audio(path: Path, spans: Spans, duration_s: float, rate: int, seed: int) -> None:
     """Write the game audio span by span (a 31-minute track never sits in memory at once)."""
     rng = np.random.default_rng(seed)
     total = int(round(duration_s * rate))

@@ -11,9 +11,13 @@ left padding. ``build_tiny_llm`` saves one with ``save_pretrained`` so it loads 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgm_batch.text.prompts import PROMPT_SETS
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerFast
 
 # Llama-2-chat's turn format: [INST] user [/INST] answer</s>
 CHAT_TEMPLATE = (
@@ -56,7 +60,7 @@ _CORPUS_EXTRA = (
 )
 
 
-def train_tokenizer(vocab_size: int = 384):
+def train_tokenizer(vocab_size: int = 384) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (any text encodes) with a chat template and left padding."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -80,7 +84,14 @@ def train_tokenizer(vocab_size: int = 384):
     )
 
 
-def random_llama(tokenizer, *, seed: int = 0, dtype=None, device=None, **config: Any):
+def random_llama(
+    tokenizer: PreTrainedTokenizerFast,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype | None = None,
+    device: str | torch.device | None = None,
+    **config: Any,
+) -> LlamaForCausalLM:
     """A ``LlamaForCausalLM`` with random weights; ``config`` overrides ``TINY_CONFIG``.
 
     ``dtype``/``device`` build the weights there directly (a 7B model in bf16 on a GPU

@@ -17,11 +17,14 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgm_batch.devices import resolve_device
 from bgm_batch.settings import TextSettings
 from bgm_batch.text.protocol import TEXT_BACKENDS
+
+if TYPE_CHECKING:
+    import torch
 
 _SAMPLED_BYTES = 1 << 20  # files above _FULL_HASH_LIMIT are fingerprinted by size, head and tail
 _FULL_HASH_LIMIT = 64 << 20
@@ -129,7 +132,7 @@ class HFTextBackend:
         self.tokens_generated = 0  # new tokens, padding after an early stop not counted
 
     @property
-    def device(self):
+    def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
     def identity(self) -> dict[str, str]:

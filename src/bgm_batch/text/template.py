@@ -380,7 +380,15 @@ class Sound:
     sparse: bool = False  # one instrument only
 
 
-def _sound(bpm, mode, moods, instruments, textures, style, sparse=False) -> Sound:
+def _sound(
+    bpm: tuple[int, int],
+    mode: str,
+    moods: str,
+    instruments: str,
+    textures: str,
+    style: str,
+    sparse: bool = False,
+) -> Sound:
     return Sound(
         bpm,
         mode,
