@@ -713,13 +713,18 @@ def _written_back(path: Path) -> Iterator[int]:
         os.close(fd)
 
 
+_FADVISE = getattr(os, "posix_fadvise", None)  # not on every platform (Windows, macOS)
+
+
 def _start_writeback(fd: int, since: int) -> int:
     """Ask the kernel to write back what the file gained after byte ``since`` now, without
     waiting (and to drop the pages already written: the track need not stay in the page
     cache); where the file ends, the next call's ``since``."""
+    if _FADVISE is None:
+        return since
     end = os.lseek(fd, 0, os.SEEK_CUR)
-    if end > since and hasattr(os, "posix_fadvise"):
-        os.posix_fadvise(fd, since, end - since, os.POSIX_FADV_DONTNEED)
+    if end > since:
+        _FADVISE(fd, since, end - since, os.POSIX_FADV_DONTNEED)
     return end
 
 
